@@ -1,0 +1,23 @@
+"""The error types the engine raises for things a user can fix."""
+
+from __future__ import annotations
+
+
+class ParameterError(ValueError):
+    """A generation parameter is out of range or of the wrong type.
+
+    The message names the parameter, the allowed range and the value given, e.g.
+    "temperature must be in [0, 2] (0 = greedy), got -0.5".
+    """
+
+    def __init__(self, name: str, allowed: str, got: object):
+        self.name, self.allowed, self.got = name, allowed, got
+        super().__init__(f"{name} must be {allowed}, got {got!r}")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be loaded; the message names the file and what is wrong with it."""
+
+
+class TokenizerError(RuntimeError):
+    """A tokenizer file is missing, corrupt or does not match the model."""

@@ -1,0 +1,202 @@
+"""The LLaMA decoder in plain PyTorch, with Meta's canonical weight names.
+
+Shape letters used throughout: B batch, T new positions in this call, S positions of
+keys (cached + new), H query heads, K key/value heads, D head dim, C model dim, V vocab.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import ModelArgs
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        # Normalise in fp32 and cast back: bf16 has too few mantissa bits for the mean of squares.
+        x32 = x.float()
+        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return normed.type_as(x) * self.weight
+
+
+def rope_frequencies(head_dim: int, max_seq_len: int, theta: float, device=None) -> Tensor:
+    """Complex rotations e^{i·pos·θ_j}, shape (max_seq_len, head_dim/2), in fp32 as in Meta's code."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=device)[: head_dim // 2].float() / head_dim))
+    angles = torch.outer(torch.arange(max_seq_len, device=device).float(), inv_freq)
+    return torch.polar(torch.ones_like(angles), angles)
+
+
+def apply_rope(x: Tensor, freqs: Tensor) -> Tensor:
+    """Rotate consecutive pairs (x0, x1), (x2, x3), ... of the head dim — Meta's interleaved layout."""
+    pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))  # (B, T, H, D/2)
+    rotated = torch.view_as_real(pairs * freqs[:, None, :]).flatten(3)  # (B, T, H, D)
+    return rotated.type_as(x)
+
+
+class KVCache:
+    """Keys and values of one generation, preallocated to `max_len` positions.
+
+    The model is shared between users; each generation owns one of these, so concurrent
+    requests never write into the same tensors.
+    """
+
+    def __init__(self, args: ModelArgs, max_len: int, batch_size: int = 1, dtype=torch.float32, device="cpu"):
+        shape = (batch_size, args.kv_heads, max_len, args.head_dim)
+        devices = device if isinstance(device, (list, tuple)) else [device] * args.n_layers
+        self.k = [torch.zeros(shape, dtype=dtype, device=d) for d in devices]
+        self.v = [torch.zeros(shape, dtype=dtype, device=d) for d in devices]
+        self.max_len = max_len
+        self.length = 0  # positions already stored; advanced by the model after each forward
+
+    def store(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Write this call's keys/values at the current position; return everything up to them."""
+        end = self.length + k.shape[2]
+        self.k[layer][:, :, self.length : end] = k
+        self.v[layer][:, :, self.length : end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+    def truncate(self, length: int) -> None:
+        """Forget positions from `length` on (used to branch a generation from an earlier token)."""
+        self.length = min(self.length, length)
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, start_pos: int, capture: bool = False) -> tuple[Tensor, Tensor | None]:
+    """Causal attention of T queries at positions start_pos.. over S keys at positions 0..S-1.
+
+    q: (B, H, T, D); k, v: (B, K, S, D). Returns the output (B, H, T, D) and, only when
+    `capture` is set, the attention probabilities (B, H, T, S) in fp32.
+    """
+    n_queries, n_keys = q.shape[2], k.shape[2]
+    mask = None
+    if n_queries > 1:
+        # Query t sits at absolute position start_pos + t and may see keys up to it.
+        query_pos = torch.arange(start_pos, start_pos + n_queries, device=q.device)[:, None]
+        mask = torch.arange(n_keys, device=q.device)[None, :] <= query_pos  # (T, S)
+    if not capture:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=k.shape[1] != q.shape[1])
+        return out, None
+    group = q.shape[1] // k.shape[1]
+    k32 = k.float().repeat_interleave(group, dim=1)  # (B, H, S, D)
+    scores = q.float() @ k32.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, T, S)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    probs = torch.softmax(scores, dim=-1)
+    out = probs.to(v.dtype) @ v.repeat_interleave(group, dim=1)
+    return out, probs
+
+
+class Attention(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = args.n_heads, args.kv_heads, args.head_dim
+        self.wq = nn.Linear(args.dim, args.n_heads * args.head_dim, bias=False)
+        self.wk = nn.Linear(args.dim, args.kv_heads * args.head_dim, bias=False)
+        self.wv = nn.Linear(args.dim, args.kv_heads * args.head_dim, bias=False)
+        self.wo = nn.Linear(args.n_heads * args.head_dim, args.dim, bias=False)
+
+    def forward(self, x, freqs, layer, cache, start_pos, capture):
+        B, T, _ = x.shape
+        q = apply_rope(self.wq(x).view(B, T, self.n_heads, self.head_dim), freqs)
+        k = apply_rope(self.wk(x).view(B, T, self.n_kv_heads, self.head_dim), freqs)
+        v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H|K, T, D)
+        if cache is not None:
+            k, v = cache.store(layer, k, v)  # (B, K, S, D)
+        out, probs = attention(q, k, v, start_pos, capture)
+        return self.wo(out.transpose(1, 2).reshape(B, T, -1)), probs
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, hidden_dim: int):
+        super().__init__()
+        self.w1 = nn.Linear(dim, hidden_dim, bias=False)  # gate
+        self.w2 = nn.Linear(hidden_dim, dim, bias=False)  # down
+        self.w3 = nn.Linear(dim, hidden_dim, bias=False)  # up
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))  # SwiGLU
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, layer: int, args: ModelArgs):
+        super().__init__()
+        self.layer = layer
+        self.attention = Attention(args)
+        self.feed_forward = FeedForward(args.dim, args.ffn_hidden_dim)
+        self.attention_norm = RMSNorm(args.dim, args.norm_eps)
+        self.ffn_norm = RMSNorm(args.dim, args.norm_eps)
+
+    def forward(self, x, freqs, cache, start_pos, capture):
+        attn_out, probs = self.attention(self.attention_norm(x), freqs, self.layer, cache, start_pos, capture)
+        h = x + attn_out
+        return h + self.feed_forward(self.ffn_norm(h)), probs
+
+
+@dataclass(frozen=True)
+class ForwardOutput:
+    """Logits (B, T, V) in fp32 (T = 1 when only the last position was asked for) and, when
+    captured, one attention tensor (B, H, T, S) per layer."""
+
+    logits: Tensor
+    attention: list[Tensor] | None = None
+
+
+class Transformer(nn.Module):
+    """Stateless LLaMA model: all per-generation state lives in the `KVCache` passed to `forward`."""
+
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.args = args
+        self.tok_embeddings = nn.Embedding(args.vocab_size, args.dim)
+        self.layers = nn.ModuleList(TransformerBlock(i, args) for i in range(args.n_layers))
+        self.norm = RMSNorm(args.dim, args.norm_eps)
+        self.output = nn.Linear(args.dim, args.vocab_size, bias=False)
+        if args.tie_embeddings:
+            self.output.weight = self.tok_embeddings.weight
+        self.register_buffer("freqs", rope_frequencies(args.head_dim, args.max_seq_len, args.rope_theta), persistent=False)
+
+    def reset_rope(self, device=None) -> None:
+        """Recompute the rotary table; needed after the model was built on the meta device."""
+        device = device if device is not None else self.tok_embeddings.weight.device
+        a = self.args
+        self.freqs = rope_frequencies(a.head_dim, a.max_seq_len, a.rope_theta, device=device)
+
+    def forward(
+        self,
+        tokens: Tensor,
+        cache: KVCache | None = None,
+        capture_attention: bool = False,
+        last_only: bool = False,
+    ) -> ForwardOutput:
+        """Run `tokens` (B, T) after whatever `cache` already holds, and advance the cache."""
+        start_pos = cache.length if cache is not None else 0
+        T = tokens.shape[1]
+        if start_pos + T > self.args.max_seq_len:
+            raise ValueError(f"sequence of {start_pos + T} positions exceeds max_seq_len {self.args.max_seq_len}")
+        h = self.tok_embeddings(tokens)  # (B, T, C)
+        freqs = self.freqs[start_pos : start_pos + T]
+        captured = [] if capture_attention else None
+        for layer in self.layers:
+            h, probs = layer(h, freqs, cache, start_pos, capture_attention)
+            if captured is not None:
+                captured.append(probs)
+        if cache is not None:
+            cache.length = start_pos + T
+        if last_only:
+            h = h[:, -1:]
+        logits = self.output(self.norm(h)).float()  # (B, T, V)
+        return ForwardOutput(logits, captured)
+
+    def new_cache(self, max_len: int | None = None, batch_size: int = 1) -> KVCache:
+        weight = self.tok_embeddings.weight
+        return KVCache(self.args, max_len or self.args.max_seq_len, batch_size, weight.dtype, weight.device)
