@@ -39,7 +39,7 @@ def rope_frequencies(head_dim: int, max_seq_len: int, theta: float, device=None)
 def apply_rope(x: Tensor, freqs: Tensor) -> Tensor:
     """Rotate consecutive pairs (x0, x1), (x2, x3), ... of the head dim — Meta's interleaved layout."""
     pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))  # (B, T, H, D/2)
-    rotated = torch.view_as_real(pairs * freqs[:, None, :]).flatten(3)  # (B, T, H, D)
+    rotated = torch.view_as_real(pairs * freqs.to(x.device)[:, None, :]).flatten(3)  # (B, T, H, D)
     return rotated.type_as(x)
 
 
@@ -163,13 +163,14 @@ class Transformer(nn.Module):
         self.output = nn.Linear(args.dim, args.vocab_size, bias=False)
         if args.tie_embeddings:
             self.output.weight = self.tok_embeddings.weight
-        self.register_buffer("freqs", rope_frequencies(args.head_dim, args.max_seq_len, args.rope_theta), persistent=False)
+        # A plain attribute, not a buffer, as in Meta's code: `model.to(bfloat16)` must not
+        # cast the complex fp32 rotations (and a meta-device build must not leave them empty).
+        self.freqs = rope_frequencies(args.head_dim, args.max_seq_len, args.rope_theta)
 
-    def reset_rope(self, device=None) -> None:
-        """Recompute the rotary table; needed after the model was built on the meta device."""
-        device = device if device is not None else self.tok_embeddings.weight.device
+    def reset_rope(self) -> None:
+        """Recompute the rotary table on the CPU; needed after building on the meta device."""
         a = self.args
-        self.freqs = rope_frequencies(a.head_dim, a.max_seq_len, a.rope_theta, device=device)
+        self.freqs = rope_frequencies(a.head_dim, a.max_seq_len, a.rope_theta, device="cpu")
 
     def forward(
         self,
@@ -184,6 +185,7 @@ class Transformer(nn.Module):
         if start_pos + T > self.args.max_seq_len:
             raise ValueError(f"sequence of {start_pos + T} positions exceeds max_seq_len {self.args.max_seq_len}")
         h = self.tok_embeddings(tokens)  # (B, T, C)
+        self.freqs = self.freqs.to(h.device)  # no-op after the first call on a device
         freqs = self.freqs[start_pos : start_pos + T]
         captured = [] if capture_attention else None
         for layer in self.layers:
