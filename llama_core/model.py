@@ -78,6 +78,9 @@ def attention(q: Tensor, k: Tensor, v: Tensor, start_pos: int, capture: bool = F
     """
     n_queries, n_keys = q.shape[2], k.shape[2]
     mask = None
+    if not capture and n_queries == n_keys > 1:
+        # A whole sequence from position 0 (training, prefill): SDPA's own causal kernel is faster.
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=k.shape[1] != q.shape[1]), None
     if n_queries > 1:
         # Query t sits at absolute position start_pos + t and may see keys up to it.
         query_pos = torch.arange(start_pos, start_pos + n_queries, device=q.device)[:, None]

@@ -1,0 +1,138 @@
+"""Command line: `python -m llama_core generate|info ...`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .config import parameter_count
+from .errors import CheckpointError, ParameterError, TokenizerError
+from .generation import GenerationError, StopReason, generate_stream
+from .sampling import SamplingParams
+from .templates import TEMPLATES, apply_template
+
+USER_ERRORS = (ParameterError, CheckpointError, TokenizerError, GenerationError)
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="checkpoint directory or file, or a Hugging Face repo id")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    parser.add_argument("--device-map", default=None,
+                        help="'auto' to spread a model larger than memory over CPU and disk with accelerate")
+    parser.add_argument("--offload-dir", default=None, help="where layers offloaded to disk are kept")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m llama_core", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    generate = commands.add_parser("generate", help="stream a completion")
+    _add_model_arguments(generate)
+    generate.add_argument("--prompt", required=True)
+    generate.add_argument("--template", default="plain", choices=list(TEMPLATES))
+    generate.add_argument("--system", default="", help="system prompt (llama-2-chat template)")
+    defaults = SamplingParams()
+    generate.add_argument("--temperature", type=float, default=defaults.temperature, help="0 = greedy")
+    generate.add_argument("--top-k", type=int, default=defaults.top_k, help="0 = off")
+    generate.add_argument("--top-p", type=float, default=defaults.top_p, help="1 = off")
+    generate.add_argument("--min-p", type=float, default=defaults.min_p, help="0 = off")
+    generate.add_argument("--repetition-penalty", type=float, default=defaults.repetition_penalty)
+    generate.add_argument("--presence-penalty", type=float, default=defaults.presence_penalty)
+    generate.add_argument("--frequency-penalty", type=float, default=defaults.frequency_penalty)
+    generate.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
+    generate.add_argument("--seed", type=int, default=None, help="default: random (reported with --json)")
+    generate.add_argument("--stop", action="append", default=[], help="stop sequence (repeatable)")
+    generate.add_argument("--top-n", type=int, default=5, help="alternatives per token in --json output")
+    generate.add_argument("--json", action="store_true", help="one JSON object per generated token")
+
+    info = commands.add_parser("info", help="describe a checkpoint")
+    _add_model_arguments(info)
+    info.add_argument("--json", action="store_true")
+    return parser
+
+
+def _load(args):
+    from .loading import load_checkpoint  # deferred: `--help` should not wait for torch to load weights
+
+    return load_checkpoint(args.model, dtype=args.dtype, device_map=args.device_map, offload_dir=args.offload_dir)
+
+
+def run_generate(args) -> int:
+    params = SamplingParams(
+        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+        repetition_penalty=args.repetition_penalty, presence_penalty=args.presence_penalty,
+        frequency_penalty=args.frequency_penalty, max_new_tokens=args.max_new_tokens, seed=args.seed,
+        stop=tuple(args.stop),
+    )  # validated before the (slow) load
+    loaded = _load(args)
+    if loaded.tokenizer is None:
+        raise TokenizerError(f"no tokenizer.model found next to {loaded.path}; put the model's tokenizer.model there")
+    prompt = apply_template(args.template, args.prompt, args.system)
+    stream = generate_stream(loaded.model, loaded.tokenizer, prompt, params, top_n=args.top_n)
+    last = None
+    try:
+        for last in stream:
+            if args.json:
+                print(json.dumps(_token_json(last), ensure_ascii=False), flush=True)
+            else:
+                print(last.text, end="", flush=True)
+    except KeyboardInterrupt:
+        stream.close()
+        if args.json:
+            print(json.dumps({"stop_reason": StopReason.CANCELLED.value}), flush=True)
+        print(file=sys.stderr)
+        return 130
+    if not args.json:
+        print()
+        if last is not None:
+            rate = (last.index + 1) / last.elapsed_s if last.elapsed_s else float("inf")
+            print(f"[{last.index + 1} tokens, {rate:.1f} tokens/s, stop: {last.stop_reason.value}, seed {last.seed}]",
+                  file=sys.stderr)
+    return 0
+
+
+def _token_json(record) -> dict:
+    entry = {
+        "token_id": record.token_id, "text": record.text, "piece": record.piece, "logprob": record.logprob,
+        "top": [[a.token_id, a.piece, a.prob] for a in record.top],
+    }
+    if record.stop_reason is not None:
+        entry["stop_reason"] = record.stop_reason.value
+        entry["seed"] = record.seed
+    return entry
+
+
+def run_info(args) -> int:
+    loaded = _load(args)
+    description = {
+        "source": loaded.source,
+        "path": str(loaded.path),
+        "format": loaded.format,
+        "config": loaded.args.to_dict(),
+        "parameters": parameter_count(loaded.args),
+        "dtype": str(loaded.dtype).removeprefix("torch."),
+        "bytes": loaded.n_bytes,
+        "tokenizer": str(loaded.tokenizer.path) if loaded.tokenizer else None,
+        "model_card": loaded.model_card,
+    }
+    if args.json:
+        print(json.dumps(description, indent=2, ensure_ascii=False))
+        return 0
+    for key, value in description.items():
+        if isinstance(value, dict):
+            print(f"{key}:")
+            for k, v in value.items():
+                print(f"  {k}: {v}")
+        else:
+            print(f"{key}: {value:,}" if isinstance(value, int) else f"{key}: {value}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"generate": run_generate, "info": run_info}[args.command](args)
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
