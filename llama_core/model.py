@@ -203,5 +203,13 @@ class Transformer(nn.Module):
         return ForwardOutput(logits, captured)
 
     def new_cache(self, max_len: int | None = None, batch_size: int = 1) -> KVCache:
-        weight = self.tok_embeddings.weight
-        return KVCache(self.args, max_len or self.args.max_seq_len, batch_size, weight.dtype, weight.device)
+        devices = [_execution_device(layer) for layer in self.layers]
+        dtype = self.tok_embeddings.weight.dtype
+        return KVCache(self.args, max_len or self.args.max_seq_len, batch_size, dtype, devices)
+
+
+def _execution_device(module: nn.Module) -> torch.device:
+    # accelerate's dispatch (big models, offload) hooks each layer with the device it computes on;
+    # the layer's own weights may sit on the meta device between calls.
+    device = getattr(getattr(module, "_hf_hook", None), "execution_device", None)
+    return torch.device(device) if device is not None else next(module.parameters()).device

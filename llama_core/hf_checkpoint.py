@@ -1,0 +1,144 @@
+"""Hugging Face checkpoint directories: `config.json` plus safetensors or `pytorch_model*.bin` weights.
+
+Weights are renamed to Meta's names and the q/k rotary permutation is undone once, here, so
+the model never knows where its weights came from.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from torch import Tensor
+
+from .config import ModelArgs
+from .errors import CheckpointError
+from .tensor_files import CheckpointTensors, load_tensor_file, read_json
+
+# config.json key → ModelArgs field.
+CONFIG_FIELDS = {
+    "hidden_size": "dim",
+    "num_hidden_layers": "n_layers",
+    "num_attention_heads": "n_heads",
+    "num_key_value_heads": "n_kv_heads",
+    "intermediate_size": "hidden_dim",
+    "rms_norm_eps": "norm_eps",
+    "max_position_embeddings": "max_seq_len",
+    "vocab_size": "vocab_size",
+    "tie_word_embeddings": "tie_embeddings",
+}
+REQUIRED_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
+
+# Weight files in order of preference: a single file, then a sharded index of the same kind.
+WEIGHT_LAYOUTS = (
+    ("model.safetensors", "model.safetensors.index.json"),
+    ("pytorch_model.bin", "pytorch_model.bin.index.json"),
+)
+
+TOP_LEVEL_NAMES = {
+    "model.embed_tokens.weight": "tok_embeddings.weight",
+    "model.norm.weight": "norm.weight",
+    "lm_head.weight": "output.weight",
+}
+LAYER_NAMES = {
+    "self_attn.q_proj": "attention.wq",
+    "self_attn.k_proj": "attention.wk",
+    "self_attn.v_proj": "attention.wv",
+    "self_attn.o_proj": "attention.wo",
+    "mlp.gate_proj": "feed_forward.w1",
+    "mlp.down_proj": "feed_forward.w2",
+    "mlp.up_proj": "feed_forward.w3",
+    "input_layernorm": "attention_norm",
+    "post_attention_layernorm": "ffn_norm",
+}
+LAYER_PATTERN = re.compile(r"model\.layers\.(\d+)\.(.+)\.weight")
+
+
+def read_config(directory: Path) -> ModelArgs:
+    """Translate `config.json` into ModelArgs, refusing variants this model does not implement."""
+    config = read_json(directory / "config.json")
+    if config.get("model_type", "llama") != "llama":
+        raise CheckpointError(f"config.json: model_type is {config['model_type']!r}, only 'llama' is supported")
+    if config.get("hidden_act", "silu") != "silu":
+        raise CheckpointError(f"config.json: hidden_act is {config['hidden_act']!r}, only 'silu' is supported")
+    for key in REQUIRED_KEYS:
+        if key not in config:
+            raise CheckpointError(f"config.json: missing required key '{key}'")
+    values = {field: config[key] for key, field in CONFIG_FIELDS.items() if key in config}
+    values.setdefault("tie_embeddings", False)  # LlamaConfig's default
+
+    # transformers 5 nests rope settings in "rope_parameters"; 4.x kept them at the top level.
+    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type != "default":
+        raise CheckpointError(f"config.json: rope_type {rope_type!r} (scaled RoPE) is not supported by this model")
+    try:
+        if "rope_theta" in rope or "rope_theta" in config:
+            values["rope_theta"] = float(rope.get("rope_theta", config.get("rope_theta")))
+        args = ModelArgs(**values)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"config.json: {e}") from None
+    if config.get("head_dim", args.head_dim) != args.head_dim:
+        raise CheckpointError(
+            f"config.json: head_dim {config['head_dim']} differs from hidden_size / num_attention_heads "
+            f"= {args.head_dim}, which this model does not support"
+        )
+    return args
+
+
+def weight_files(directory: Path) -> list[Path]:
+    """The weight files to read: one file, or every shard an index names."""
+    for single, index in WEIGHT_LAYOUTS:
+        if (directory / single).exists():
+            return [directory / single]
+        if (directory / index).exists():
+            weight_map = read_json(directory / index).get("weight_map")
+            if not isinstance(weight_map, dict):
+                raise CheckpointError(f"{index}: no 'weight_map' object")
+            return [directory / name for name in sorted(set(weight_map.values()))]
+    expected = ", ".join(name for layout in WEIGHT_LAYOUTS for name in layout)
+    found = ", ".join(sorted(p.name for p in directory.iterdir())) or "nothing"
+    raise CheckpointError(f"{directory}: no weights found; expected one of {expected} (found: {found})")
+
+
+def meta_name(hf_name: str) -> str | None:
+    """Meta's name for a Hugging Face tensor; None for buffers to drop; unknown names pass
+    through unchanged so that the key check reports them."""
+    if hf_name.endswith("rotary_emb.inv_freq"):  # a buffer older transformers versions saved
+        return None
+    if hf_name in TOP_LEVEL_NAMES:
+        return TOP_LEVEL_NAMES[hf_name]
+    match = LAYER_PATTERN.fullmatch(hf_name)
+    if match and match.group(2) in LAYER_NAMES:
+        return f"layers.{match.group(1)}.{LAYER_NAMES[match.group(2)]}.weight"
+    return hf_name
+
+
+def unpermute_rotary(w: Tensor, n_heads: int) -> Tensor:
+    """Undo the permutation HF's conversion script applies to wq/wk.
+
+    HF rotates the two halves of each head (x[:D/2], x[D/2:]); Meta rotates interleaved pairs
+    (x0, x1), (x2, x3). Per head, HF's row order is Meta's with even rows first, then odd rows.
+    """
+    d1, d2 = w.shape
+    return w.view(n_heads, 2, d1 // n_heads // 2, d2).transpose(1, 2).reshape(d1, d2)
+
+
+def load_hf_checkpoint(directory: Path) -> CheckpointTensors:
+    """Read a Hugging Face LLaMA directory into Meta's layout."""
+    args = read_config(directory)
+    tensors: dict[str, Tensor] = {}
+    origins: dict[str, str] = {}
+    for file in weight_files(directory):
+        for hf_name, tensor in load_tensor_file(file).items():
+            name = meta_name(hf_name)
+            if name is not None:
+                tensors[name], origins[name] = tensor, file.name
+    for i in range(args.n_layers):
+        for proj, n_heads in (("wq", args.n_heads), ("wk", args.kv_heads)):
+            name = f"layers.{i}.attention.{proj}.weight"
+            w = tensors.get(name)
+            # A wrong shape is left for the loader's shape check, which explains it better than a failed view.
+            if w is not None and w.shape == (n_heads * args.head_dim, args.dim):
+                tensors[name] = unpermute_rotary(w, n_heads)
+    return CheckpointTensors(args, tensors, origins)

@@ -1,0 +1,254 @@
+"""The public entry point: any supported checkpoint → a ready, eval-mode `Transformer`.
+
+Formats are told apart by the files present and their content, never by extension. The model
+is built on the meta device and receives the (memory-mapped) tensors by assignment, so weights
+are never held twice; names and shapes are checked first so an error can say which file and
+which tensor is wrong.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .config import ModelArgs
+from .errors import CheckpointError, ParameterError, TokenizerError
+from .hf_checkpoint import WEIGHT_LAYOUTS, load_hf_checkpoint, weight_files
+from .hub import download_snapshot, is_hub_id
+from .llama2c_checkpoint import load_llama2c, read_header
+from .meta_checkpoint import load_meta_checkpoint, shard_files
+from .model import Transformer
+from .tensor_files import CheckpointTensors, file_signature, read_json, stored_bytes
+from .tokenizer import Tokenizer
+
+DTYPES = {
+    "fp32": torch.float32, "float32": torch.float32,
+    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+    "fp16": torch.float16, "float16": torch.float16,
+}  # fmt: skip
+MAX_LISTED = 5  # names shown when listing missing / unexpected tensors
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A ready model with what the UI and CLI show about it."""
+
+    model: Transformer
+    tokenizer: Tokenizer | None
+    format: str  # "hf", "meta" or "llama2c"
+    source: str  # as given: a path or a Hub repo id
+    path: Path  # the local file or directory the weights were read from
+    args: ModelArgs
+    dtype: torch.dtype
+    n_params: int
+    n_bytes: int
+    model_card: dict | None
+
+
+def detect_format(path: str | Path) -> str:
+    """The checkpoint format ("hf", "meta" or "llama2c"), from a directory's files or a file's content."""
+    path = Path(path)
+    if path.is_file():
+        if file_signature(path) == "safetensors":
+            raise CheckpointError(f"{path.name}: a lone safetensors file; pass the directory holding its config.json")
+        read_header(path)  # explains what is wrong with a file that is not llama2.c (a zip, a short file)
+        return "llama2c"
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: no such file or directory")
+    if (path / "config.json").exists():
+        return "hf"
+    if (path / "params.json").exists() or any(path.glob("consolidated.*.pth")):
+        return "meta"
+    if any((path / name).exists() for layout in WEIGHT_LAYOUTS for name in layout):
+        return "hf"  # the HF reader then reports the missing config.json
+    found = ", ".join(sorted(p.name for p in path.iterdir())[:10]) or "nothing"
+    raise CheckpointError(
+        f"{path}: no recognisable checkpoint; expected config.json + safetensors/pytorch_model.bin (Hugging Face), "
+        f"params.json + consolidated.NN.pth (Meta), or pass a llama2.c .bin file itself (found: {found})"
+    )
+
+
+def estimate_checkpoint_bytes(path: str | Path) -> int:
+    """Bytes of weights a local checkpoint stores, read from headers only (nothing is loaded)."""
+    path = Path(path)
+    fmt = detect_format(path)
+    if fmt == "llama2c":
+        return read_header(path).weight_bytes
+    files = weight_files(path) if fmt == "hf" else shard_files(path)
+    return sum(stored_bytes(f) for f in files)
+
+
+def load_checkpoint(
+    source: str | Path,
+    dtype: torch.dtype | str = "auto",
+    device_map: str | dict | None = None,
+    max_memory: dict | None = None,
+    offload_dir: str | None = None,
+) -> LoadedModel:
+    """Load a Hugging Face directory or Hub id, a Meta directory, or a llama2.c file.
+
+    Args:
+        dtype: "auto" keeps the checkpoint's own dtype; otherwise fp32/bf16/fp16 (names or torch dtypes).
+        device_map: None keeps the model on the CPU; a device name ("cuda:0") moves it there; "auto"
+            or an accelerate device map ({"layers.0": "cpu", "layers.1": "disk", ...}) dispatches it
+            with accelerate, offloading to `offload_dir` whatever `max_memory` leaves no room for.
+    """
+    requested_dtype = _parse_dtype(dtype)
+    if device_map is None and (max_memory is not None or offload_dir is not None):
+        raise ParameterError("device_map", "set when max_memory or offload_dir is given", device_map)
+    path = download_snapshot(source) if is_hub_id(source) else Path(source).expanduser()
+    fmt = detect_format(path)
+    folder = path if path.is_dir() else path.parent
+    card_path = folder / "model_card.json"
+    card = read_json(card_path) if card_path.is_file() else None
+    tokenizer_path = _find_tokenizer(folder, fmt)
+    tokenizer = Tokenizer.from_file(tokenizer_path) if tokenizer_path else None
+    if fmt == "hf":
+        checkpoint = load_hf_checkpoint(path)
+    elif fmt == "meta":
+        checkpoint = load_meta_checkpoint(path, tokenizer.vocab_size if tokenizer else None)
+    else:
+        checkpoint = load_llama2c(path)
+    args = checkpoint.args
+    if tokenizer is not None and tokenizer.vocab_size != args.vocab_size:
+        raise TokenizerError(
+            f"{tokenizer_path}: tokenizer has {tokenizer.vocab_size} tokens but the model's vocab_size is "
+            f"{args.vocab_size}; this tokenizer.model belongs to another model"
+        )
+    model = _build_model(checkpoint, requested_dtype, path)
+    loaded_dtype = model.tok_embeddings.weight.dtype
+    n_params = sum(p.numel() for p in model.parameters())  # tied weights count once
+    n_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    if device_map is not None:
+        model = _dispatch(model, device_map, max_memory, offload_dir)
+    return LoadedModel(model, tokenizer, fmt, str(source), path, args, loaded_dtype, n_params, n_bytes, card)
+
+
+def _build_model(checkpoint: CheckpointTensors, dtype: torch.dtype | None, path: Path) -> Transformer:
+    """An eval-mode model holding the checkpoint's tensors (converted to `dtype` unless None)."""
+    args = checkpoint.args
+    with torch.device("meta"):
+        model = Transformer(args)
+    tensors = _untie(checkpoint)
+    _check_names_and_shapes(model, tensors, checkpoint.origins, path)
+    dtype = dtype or _checkpoint_dtype(tensors["tok_embeddings.weight"], checkpoint.origins)
+    tensors = {name: t.to(dtype) for name, t in tensors.items()}  # no copy when already in dtype
+    _check_finite(tensors, checkpoint.origins)
+    if args.tie_embeddings:
+        tensors["output.weight"] = tensors["tok_embeddings.weight"]
+    model.load_state_dict(tensors, strict=True, assign=True)
+    if args.tie_embeddings:  # assign=True wraps each name in its own Parameter; share one again
+        model.output.weight = model.tok_embeddings.weight
+    model.reset_rope()
+    return model.eval().requires_grad_(False)
+
+
+def _parse_dtype(dtype: torch.dtype | str) -> torch.dtype | None:
+    """The requested dtype, or None for "auto"."""
+    if dtype == "auto":
+        return None
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    if isinstance(dtype, str) and dtype in DTYPES:
+        return DTYPES[dtype]
+    raise ParameterError("dtype", "'auto', 'fp32', 'bf16', 'fp16' or the matching torch dtype", dtype)
+
+
+def _checkpoint_dtype(embeddings: Tensor, origins: dict[str, str]) -> torch.dtype:
+    if embeddings.dtype not in DTYPES.values():
+        raise CheckpointError(
+            f"{origins['tok_embeddings.weight']}: weights are stored as {embeddings.dtype}; "
+            "pass dtype='fp32', 'bf16' or 'fp16' to convert them"
+        )
+    return embeddings.dtype
+
+
+def _find_tokenizer(folder: Path, fmt: str) -> Path | None:
+    # Meta's downloads keep one tokenizer.model above the per-size directories.
+    candidates = [folder, folder.parent] if fmt == "meta" else [folder]
+    return next((d / "tokenizer.model" for d in candidates if (d / "tokenizer.model").is_file()), None)
+
+
+def _untie(checkpoint: CheckpointTensors) -> dict[str, Tensor]:
+    """The tensors to load, without an output head that merely repeats tied embeddings."""
+    tensors = dict(checkpoint.tensors)
+    output, embeddings = tensors.get("output.weight"), tensors.get("tok_embeddings.weight")
+    if checkpoint.args.tie_embeddings and output is not None and embeddings is not None:
+        if output.shape != embeddings.shape or not torch.equal(output, embeddings):
+            raise CheckpointError(
+                f"{checkpoint.origins['output.weight']}: the config ties the output head to the embeddings, "
+                "but output.weight differs from tok_embeddings.weight"
+            )
+        del tensors["output.weight"]
+    return tensors
+
+
+def _listed(names: list[str], origins: dict[str, str] | None = None) -> str:
+    shown = [f"'{n}'" + (f" (in {origins[n]})" if origins else "") for n in names[:MAX_LISTED]]
+    return ", ".join(shown) + (f" and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else "")
+
+
+def _check_names_and_shapes(
+    model: Transformer, tensors: dict[str, Tensor], origins: dict[str, str], path: Path
+) -> None:
+    """Compare against the model built from the config, so errors name files, tensors and shapes."""
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    if model.args.tie_embeddings:
+        del expected["output.weight"]
+    missing = [name for name in expected if name not in tensors]
+    unexpected = [name for name in tensors if name not in expected]
+    if missing or unexpected:
+        problems = [f"{len(missing)} tensor(s) missing: {_listed(missing)}"] if missing else []
+        problems += [f"{len(unexpected)} unexpected tensor(s): {_listed(unexpected, origins)}"] if unexpected else []
+        raise CheckpointError(f"{path}: checkpoint does not match its config: {'; '.join(problems)}")
+    for name, shape in expected.items():
+        got = tuple(tensors[name].shape)
+        if got != shape:
+            raise CheckpointError(
+                f"{origins[name]}: tensor '{name}' has wrong shape: expected {shape} from config, got {got} in file"
+            )
+
+
+def _check_finite(tensors: dict[str, Tensor], origins: dict[str, str]) -> None:
+    """Refuse NaN/Inf, checking every norm and an even sample of embedding rows: enough to catch a
+    broken conversion while leaving most of a memory-mapped file untouched."""
+    for name, t in tensors.items():
+        if name.endswith("norm.weight"):
+            sample = t
+        elif name in ("tok_embeddings.weight", "output.weight"):
+            sample = t[:: max(1, t.shape[0] // 64)]
+        else:
+            continue
+        if not torch.isfinite(sample).all():
+            raise CheckpointError(f"{origins[name]}: tensor '{name}' contains NaN or Inf values (as {t.dtype})")
+
+
+def _dispatch(
+    model: Transformer, device_map: str | dict, max_memory: dict | None, offload_dir: str | None
+) -> Transformer:
+    """Spread the model over devices with accelerate (imported here: only this path needs it)."""
+    from accelerate import dispatch_model, infer_auto_device_map
+
+    if device_map == "auto":
+        device_map = infer_auto_device_map(model, max_memory=max_memory, no_split_module_classes=["TransformerBlock"])
+    elif isinstance(device_map, str):
+        device_map = {"": device_map}
+    folder = None
+    if "disk" in device_map.values():
+        if offload_dir is None:
+            raise ParameterError("offload_dir", "a directory when the device map offloads to disk", offload_dir)
+        # accelerate reuses any offload folder that already holds an index.json, whichever model
+        # wrote it; give each load a fresh folder, removed together with the model.
+        Path(offload_dir).mkdir(parents=True, exist_ok=True)
+        folder = tempfile.mkdtemp(prefix="offload-", dir=offload_dir)
+        weakref.finalize(model, shutil.rmtree, folder, ignore_errors=True)
+    try:
+        return dispatch_model(model, device_map=device_map, offload_dir=folder)
+    except ValueError as e:  # accelerate's complaint about a map that leaves modules without a device
+        raise ParameterError("device_map", f"a device map that places every module ({e})", device_map) from None
