@@ -6,6 +6,7 @@ the model never knows where its weights came from.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -142,3 +143,46 @@ def load_hf_checkpoint(directory: Path) -> CheckpointTensors:
             if w is not None and w.shape == (n_heads * args.head_dim, args.dim):
                 tensors[name] = unpermute_rotary(w, n_heads)
     return CheckpointTensors(args, tensors, origins)
+
+
+def permute_rotary(w: Tensor, n_heads: int) -> Tensor:
+    """Meta's q/k row order → HF's (the inverse of `unpermute_rotary`)."""
+    d1, d2 = w.shape
+    return w.view(n_heads, d1 // n_heads // 2, 2, d2).transpose(1, 2).reshape(d1, d2)
+
+
+def hf_config(args: ModelArgs) -> dict:
+    """A `config.json` that transformers' LlamaForCausalLM and our loader both read."""
+    return {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu",
+        "hidden_size": args.dim, "num_hidden_layers": args.n_layers, "num_attention_heads": args.n_heads,
+        "num_key_value_heads": args.kv_heads, "intermediate_size": args.ffn_hidden_dim,
+        "rms_norm_eps": args.norm_eps, "rope_theta": args.rope_theta, "max_position_embeddings": args.max_seq_len,
+        "vocab_size": args.vocab_size, "tie_word_embeddings": args.tie_embeddings,
+        "bos_token_id": 1, "eos_token_id": 2, "attention_bias": False, "mlp_bias": False,
+    }  # fmt: skip
+
+
+def save_hf_checkpoint(state_dict: dict[str, Tensor], args: ModelArgs, out_dir: Path, dtype=None) -> Path:
+    """Write Meta-named weights as a Hugging Face directory (config.json + model.safetensors)."""
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    hf_names = {meta: hf for hf, meta in TOP_LEVEL_NAMES.items()}
+    tensors = {}
+    for name, tensor in state_dict.items():
+        if args.tie_embeddings and name == "output.weight":
+            continue  # tied: stored once, as the embeddings
+        match = re.fullmatch(r"layers\.(\d+)\.(.+)\.weight", name)
+        if match:
+            layer_names = {meta: hf for hf, meta in LAYER_NAMES.items()}
+            hf_name = f"model.layers.{match.group(1)}.{layer_names[match.group(2)]}.weight"
+            if match.group(2) in ("attention.wq", "attention.wk"):
+                tensor = permute_rotary(tensor, args.n_heads if match.group(2) == "attention.wq" else args.kv_heads)
+        else:
+            hf_name = hf_names[name]
+        tensors[hf_name] = tensor.detach().to(dtype or tensor.dtype).contiguous()
+    save_file(tensors, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+    (out_dir / "config.json").write_text(json.dumps(hf_config(args), indent=2) + "\n")
+    return out_dir
