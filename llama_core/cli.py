@@ -1,4 +1,4 @@
-"""Command line: `python -m llama_core generate|info ...`."""
+"""Command line: `python -m llama_core generate | info | corpus | train | export-run | scaling-grid`."""
 
 from __future__ import annotations
 
@@ -49,6 +49,37 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="describe a checkpoint")
     _add_model_arguments(info)
     info.add_argument("--json", action="store_true")
+
+    corpus = commands.add_parser("corpus", help="build the training corpus from installed Debian docs")
+    corpus.add_argument("--out", default="data/corpus")
+    corpus.add_argument("--tokenizer", default=None, help="reuse this tokenizer.model instead of training one")
+    corpus.add_argument("--vocab-size", type=int, default=4096)
+
+    train = commands.add_parser("train", help="pretrain a model on a corpus (resumes if --out has a checkpoint)")
+    train.add_argument("--data", default="data/corpus", help="directory with train.bin / val.bin")
+    train.add_argument("--out", required=True)
+    for flag, default in (("--dim", 256), ("--n-layers", 6), ("--n-heads", 8), ("--vocab-size", 4096),
+                          ("--max-seq-len", 256), ("--batch-size", 16), ("--grad-accum", 1),
+                          ("--warmup-steps", 50), ("--eval-every", 100), ("--checkpoint-every", 50), ("--seed", 0)):
+        train.add_argument(flag, type=int, default=default)
+    train.add_argument("--n-kv-heads", type=int, default=None)
+    train.add_argument("--tokens", type=float, required=True, help="training budget in tokens, e.g. 2e6")
+    train.add_argument("--lr", type=float, default=2e-3)
+    train.add_argument("--bf16", action="store_true", help="bf16 autocast (pays only on CPUs with bf16 matmuls)")
+    train.add_argument("--threads", type=int, default=None)
+
+    export = commands.add_parser("export-run", help="ship a finished training run with a model card")
+    export.add_argument("--run", required=True)
+    export.add_argument("--tokenizer", required=True)
+    export.add_argument("--out", required=True)
+    export.add_argument("--name", required=True)
+
+    grid = commands.add_parser("scaling-grid", help="run the IsoFLOP grid and fit the compute-optimal frontier")
+    grid.add_argument("--data", default="data/corpus")
+    grid.add_argument("--runs", default="runs/isoflop")
+    grid.add_argument("--results", default="data/isoflop_results.json")
+    grid.add_argument("--fit-only", action="store_true", help="only refit an existing results file")
+    grid.add_argument("--threads", type=int, default=None)
     return parser
 
 
@@ -129,10 +160,64 @@ def run_info(args) -> int:
     return 0
 
 
+def run_corpus(args) -> int:
+    from pathlib import Path
+
+    from .corpus import build_corpus
+
+    print(json.dumps(build_corpus(Path(args.out), args.tokenizer, args.vocab_size), indent=2))
+    return 0
+
+
+def run_train(args) -> int:
+    import torch
+
+    from .config import ModelArgs
+    from .train import TrainConfig, train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = ModelArgs(dim=args.dim, n_layers=args.n_layers, n_heads=args.n_heads, n_kv_heads=args.n_kv_heads,
+                      vocab_size=args.vocab_size, multiple_of=32, max_seq_len=args.max_seq_len)
+    config = TrainConfig(
+        model=model, data_dir=args.data, out_dir=args.out, tokens=int(args.tokens), batch_size=args.batch_size,
+        grad_accum=args.grad_accum, seq_len=args.max_seq_len, lr=args.lr, warmup_steps=args.warmup_steps,
+        eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, seed=args.seed, bf16_autocast=args.bf16,
+    )
+    summary = train(config)
+    print(f"step {summary['step']}/{config.total_steps}, {summary['tokens']:,} tokens, {summary['flops']:.2e} FLOPs")
+    return 0
+
+
+def run_export(args) -> int:
+    from .model_card import export_run
+
+    card = export_run(args.run, args.tokenizer, args.out, args.name)
+    print(json.dumps(card, indent=2, ensure_ascii=False))
+    return 0
+
+
+def run_scaling_grid(args) -> int:
+    import torch
+
+    from .scaling import run_grid, summarize
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not args.fit_only:
+        run_grid(args.data, args.runs, args.results)
+    print(json.dumps(summarize(args.results), indent=2))
+    return 0
+
+
+COMMANDS = {"generate": run_generate, "info": run_info, "corpus": run_corpus, "train": run_train,
+            "export-run": run_export, "scaling-grid": run_scaling_grid}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"generate": run_generate, "info": run_info}[args.command](args)
+        return COMMANDS[args.command](args)
     except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

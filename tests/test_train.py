@@ -75,3 +75,19 @@ def test_resume_refuses_a_different_configuration(data_dir, tmp_path):
     with pytest.raises(ValueError, match="different configuration"):
         train(_config(data_dir, tmp_path, lr=1e-2), progress=False)
     assert json.loads((tmp_path / "log.jsonl").read_text().splitlines()[-1])["step"] == 5
+
+
+def test_a_finished_run_exports_as_a_loadable_checkpoint_with_a_card(data_dir, tmp_path, tokenizer_path):
+    from llama_core.loading import load_checkpoint
+    from llama_core.model_card import SAMPLE_PROMPTS, export_run
+
+    config = _config(data_dir, tmp_path / "run", tokens=10 * 8 * 64)
+    train(config, progress=False)
+    card = export_run(tmp_path / "run", tokenizer_path, tmp_path / "shipped", "tiny")
+    loaded = load_checkpoint(tmp_path / "shipped")
+    assert loaded.dtype == torch.bfloat16 and loaded.model_card == card
+    assert card["tokens_seen"] == 10 * 8 * 64 and card["training_flops"] == 6 * card["parameters"] * 10 * 8 * 64
+    assert card["val_loss"] == pytest.approx(read_log(tmp_path / "run")[-1]["val_loss"], abs=1e-4)
+    assert abs(card["val_loss_as_shipped"] - card["val_loss"]) < 0.05  # bf16 rounding costs little
+    assert [s[: len(p)] for s, p in zip(card["greedy_samples"], SAMPLE_PROMPTS)] == list(SAMPLE_PROMPTS)
+    assert (tmp_path / "shipped" / "README.md").read_text().startswith("# tiny")

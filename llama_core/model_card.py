@@ -1,0 +1,87 @@
+"""Turn a finished training run into a shipped checkpoint with a model card."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import torch
+
+from .config import parameter_count
+from .generation import generate_stream
+from .hf_checkpoint import save_hf_checkpoint
+from .model import Transformer
+from .sampling import SamplingParams
+from .tokenizer import Tokenizer
+from .train import STATE_FILE, TrainConfig, evaluate, load_tokens, read_log
+
+SAMPLE_PROMPTS = ("In the beginning", "The Python interpreter")
+
+
+def greedy_sample(model: Transformer, tokenizer: Tokenizer, prompt: str, max_new_tokens: int = 40) -> str:
+    params = SamplingParams(temperature=0, max_new_tokens=max_new_tokens)
+    return prompt + "".join(step.text for step in generate_stream(model, tokenizer, prompt, params))
+
+
+def export_run(run_dir: str | Path, tokenizer_path: str | Path, out_dir: str | Path, name: str,
+               dtype: torch.dtype = torch.bfloat16) -> dict:
+    """Write `out_dir` (HF safetensors in `dtype`, config.json, tokenizer.model, model_card.json,
+    README.md) from the final state of the run in `run_dir`; return the card."""
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    state = torch.load(run_dir / STATE_FILE, weights_only=True)
+    config = TrainConfig.from_dict(state["config"])
+    model = Transformer(config.model)
+    model.load_state_dict(state["model"])
+    model.eval().requires_grad_(False)
+    shipped = model.to(dtype)  # samples and the shipped loss come from the weights as rounded
+    tokenizer = Tokenizer.from_file(tokenizer_path)
+    log = read_log(run_dir)
+    evaluated = [entry for entry in log if "val_loss" in entry]
+    val_loss = evaluated[-1]["val_loss"]
+    shipped_loss = evaluate(shipped, load_tokens(Path(config.data_dir) / "val.bin"), config)
+    n_params = parameter_count(config.model)
+    tokens = state["step"] * config.tokens_per_step
+    card = {
+        "name": name,
+        "architecture": "LLaMA (RMSNorm, RoPE, SwiGLU), trained from scratch by this project",
+        "config": config.model.to_dict(),
+        "parameters": n_params,
+        "tokens_seen": tokens,
+        "training_flops": 6 * n_params * tokens,
+        "training_steps": state["step"],
+        "wall_time_s": round(state["elapsed_s"], 1),
+        "val_loss": round(val_loss, 4),
+        "val_perplexity": round(math.exp(val_loss), 2),
+        "val_loss_as_shipped": round(shipped_loss, 4),
+        "dtype": str(dtype).removeprefix("torch."),
+        "corpus": "Python 3.11 documentation (PSF License) + King James Bible (public domain); see README",
+        "training": {k: v for k, v in config.to_dict().items() if k not in ("model", "data_dir", "out_dir")},
+        "greedy_samples": [greedy_sample(shipped, tokenizer, p) for p in SAMPLE_PROMPTS],
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_hf_checkpoint(shipped.state_dict(), config.model, out_dir)
+    shutil.copy(tokenizer_path, out_dir / "tokenizer.model")
+    (out_dir / "model_card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
+    (out_dir / "README.md").write_text(_card_markdown(card))
+    return card
+
+
+def _card_markdown(card: dict) -> str:
+    c = card["config"]
+    samples = "\n".join(f"    {s!r}" for s in card["greedy_samples"])
+    return (
+        f"# {card['name']}\n\n{card['architecture']}.\n\n"
+        f"| | |\n|---|---|\n"
+        f"| parameters | {card['parameters']:,} |\n"
+        f"| shape | dim {c['dim']}, {c['n_layers']} layers, {c['n_heads']} heads, vocab {c['vocab_size']}, "
+        f"context {c['max_seq_len']} |\n"
+        f"| tokens seen | {card['tokens_seen']:,} |\n"
+        f"| training FLOPs (6·N·D) | {card['training_flops']:.2e} |\n"
+        f"| wall time | {card['wall_time_s'] / 60:.1f} min on 2 CPU cores |\n"
+        f"| validation loss / perplexity | {card['val_loss']} / {card['val_perplexity']} "
+        f"({card['val_loss_as_shipped']} as shipped in {card['dtype']}) |\n"
+        f"| stored as | {card['dtype']} safetensors |\n\n"
+        f"Corpus: {card['corpus']}.\n\nGreedy samples:\n\n{samples}\n"
+    )

@@ -1,0 +1,126 @@
+"""The toy Chinchilla experiment: an IsoFLOP grid of small LLaMAs, and the compute-optimal fit.
+
+For each compute budget C, several model sizes N are each trained for D = C / (6N) tokens
+and evaluated on the same validation split. A parabola in log N through each budget's
+losses gives the compute-optimal N (Hoffmann et al. 2022, approach 2); D_opt = C / (6 N_opt).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .config import ModelArgs, parameter_count
+from .train import TrainConfig, read_log, train
+
+VOCAB_SIZE = 4096
+SEQ_LEN = 256
+BATCH_SIZE = 8  # 2,048 tokens a step: the smallest runs still take ~100 steps
+
+
+def grid_model(dim: int, n_layers: int, n_heads: int) -> ModelArgs:
+    return ModelArgs(dim=dim, n_layers=n_layers, n_heads=n_heads, vocab_size=VOCAB_SIZE, multiple_of=32,
+                     max_seq_len=SEQ_LEN)
+
+
+# Shapes with roughly constant aspect ratio, 0.45M-6.9M parameters (embeddings included).
+SIZES = {
+    "d48": grid_model(48, 2, 4), "d64": grid_model(64, 2, 4), "d96": grid_model(96, 3, 4),
+    "d128": grid_model(128, 4, 4), "d192": grid_model(192, 5, 6), "d256": grid_model(256, 6, 8),
+}
+# Each budget gets the four sizes around where its optimum was expected.
+GRID = {
+    2e12: ["d48", "d64", "d96", "d128"],
+    6e12: ["d64", "d96", "d128", "d192"],
+    2e13: ["d96", "d128", "d192", "d256"],
+}
+
+
+def peak_lr(args: ModelArgs) -> float:
+    # Smaller models tolerate (and need) larger steps; as in most scaling studies, lr shrinks with width.
+    return 2e-3 * min(1.0, (128 / args.dim) ** 0.5)
+
+
+def run_config(budget: float, size: str, data_dir: str, runs_dir: str) -> TrainConfig:
+    args = SIZES[size]
+    tokens = int(budget / (6 * parameter_count(args)))
+    steps = max(1, tokens // (BATCH_SIZE * SEQ_LEN))
+    return TrainConfig(
+        model=args, data_dir=data_dir, out_dir=str(Path(runs_dir) / f"C{budget:.0e}-{size}"), tokens=tokens,
+        batch_size=BATCH_SIZE, seq_len=SEQ_LEN, lr=peak_lr(args), warmup_steps=max(5, steps // 10),
+        eval_every=max(10, steps // 10), eval_batches=32, checkpoint_every=25,
+    )
+
+
+def run_grid(data_dir: str, runs_dir: str, results_path: str, progress: bool = True) -> list[dict]:
+    """Train every run of the grid (resuming unfinished ones) and write the results JSON."""
+    results = []
+    for budget, sizes in GRID.items():
+        for size in sizes:
+            config = run_config(budget, size, data_dir, runs_dir)
+            summary = train(config, progress=progress)
+            log = read_log(config.out_dir)
+            results.append({
+                "budget_flops": budget, "size": size, "config": config.model.to_dict(),
+                "n_params": summary["n_params"], "tokens": summary["tokens"], "flops": summary["flops"],
+                "steps": summary["step"], "val_loss": log[-1]["val_loss"], "train_loss": log[-1]["loss"],
+                "wall_s": round(log[-1]["elapsed_s"], 1), "lr": config.lr,
+            })
+            Path(results_path).write_text(json.dumps({"runs": results}, indent=1) + "\n")
+    return results
+
+
+@dataclass(frozen=True)
+class IsoFlopFit:
+    budget: float
+    n_opt: float
+    d_opt: float
+    loss_opt: float
+    coefficients: tuple[float, float, float]  # loss = a·x² + b·x + c with x = log10 N
+
+    @property
+    def tokens_per_param(self) -> float:
+        return self.d_opt / self.n_opt
+
+
+def fit_isoflops(runs: list[dict]) -> list[IsoFlopFit]:
+    """Per budget, the minimum of a parabola through val loss vs log10 N (needs ≥ 3 sizes)."""
+    fits = []
+    for budget in sorted({r["budget_flops"] for r in runs}):
+        points = sorted((r["n_params"], r["val_loss"]) for r in runs if r["budget_flops"] == budget)
+        x = np.log10([n for n, _ in points])
+        y = np.array([loss for _, loss in points])
+        a, b, c = np.polyfit(x, y, 2)
+        if a <= 0:  # no interior minimum: report the best measured size rather than extrapolate
+            x_opt = x[int(np.argmin(y))]
+        else:
+            x_opt = float(np.clip(-b / (2 * a), x.min(), x.max()))
+        n_opt = 10**x_opt
+        fits.append(IsoFlopFit(budget, n_opt, budget / (6 * n_opt), float(np.polyval([a, b, c], x_opt)),
+                               (float(a), float(b), float(c))))
+    return fits
+
+
+def fit_power_law(fits: list[IsoFlopFit]) -> dict:
+    """N_opt ∝ C^a and D_opt ∝ C^b by least squares in log-log (Chinchilla found a ≈ b ≈ 0.5)."""
+    log_c = np.log10([f.budget for f in fits])
+    a, log_k_n = np.polyfit(log_c, np.log10([f.n_opt for f in fits]), 1)
+    b, log_k_d = np.polyfit(log_c, np.log10([f.d_opt for f in fits]), 1)
+    return {"n_exponent": float(a), "d_exponent": float(b), "n_coefficient": float(10**log_k_n),
+            "d_coefficient": float(10**log_k_d)}
+
+
+def summarize(results_path: str) -> dict:
+    """The fit of a results file: per-budget optima, exponents and the tokens-per-parameter ratio."""
+    runs = json.loads(Path(results_path).read_text())["runs"]
+    fits = fit_isoflops(runs)
+    return {
+        "optima": [{"budget_flops": f.budget, "n_opt": f.n_opt, "d_opt": f.d_opt, "loss_opt": f.loss_opt,
+                    "tokens_per_param": f.tokens_per_param} for f in fits],
+        "power_law": fit_power_law(fits) if len(fits) >= 2 else None,
+        "mean_tokens_per_param": float(math.exp(np.mean([math.log(f.tokens_per_param) for f in fits]))),
+    }
