@@ -69,6 +69,8 @@ def run_grid(data_dir: str, runs_dir: str, results_path: str, progress: bool = T
                 "n_params": summary["n_params"], "tokens": summary["tokens"], "flops": summary["flops"],
                 "steps": summary["step"], "val_loss": log[-1]["val_loss"], "train_loss": log[-1]["loss"],
                 "wall_s": round(log[-1]["elapsed_s"], 1), "lr": config.lr,
+                "curve": [{"tokens": e["tokens"], "flops": e["flops"], "val_loss": round(e["val_loss"], 4)}
+                          for e in log if "val_loss" in e],
             })
             Path(results_path).write_text(json.dumps({"runs": results}, indent=1) + "\n")
     return results
