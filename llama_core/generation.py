@@ -13,7 +13,7 @@ from torch import Tensor
 
 from .errors import ParameterError
 from .model import Transformer
-from .sampling import SamplingParams, final_logits, sample
+from .sampling import SamplingParams, sample, sampler_stages
 from .tokenizer import StreamDecoder, Tokenizer
 
 MAX_PROMPT_CHARS = 200_000  # checked before tokenizing, which is the expensive part of a huge paste
@@ -39,6 +39,7 @@ class Alternative:
     piece: str
     prob: float  # under the raw model distribution
     prob_filtered: float  # under the distribution actually sampled from (0 if filtered out)
+    removed_by: str | None = None  # the sampler stage that filtered it out, e.g. "top_p"
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,7 @@ def generate_stream(
     # Capture only what fits the budget: (L, H, Tq, S) elements per forward pass.
     heads = model.args.n_layers * model.args.n_heads
     capture = capture_attention and heads * len(prompt_ids) ** 2 <= attention_left
+    attention_left = attention_left if capture else 0  # rows without the prompt's square are not worth keeping
     cache = model.new_cache(max_len=len(prompt_ids) + budget)
     out = model(torch.tensor([prompt_ids]), cache, capture_attention=capture, last_only=True)
     for index in range(budget):
@@ -142,7 +144,8 @@ def generate_stream(
         if not torch.isfinite(logits).all():
             raise GenerationError(f"the model produced non-finite logits at step {index}; the weights may be corrupt "
                                   "or overflow in this dtype (try float32)")
-        filtered = final_logits(logits, params, seen, counts)
+        stages = list(sampler_stages(logits, params, seen, counts))
+        filtered = stages[-1][1]
         token = int(filtered.argmax()) if params.temperature == 0.0 else sample(filtered, generator)
         seen[token] = True
         counts[token] += 1
@@ -166,23 +169,28 @@ def generate_stream(
         if out.attention is not None:
             attention = torch.stack([a[0] for a in out.attention]).half()  # (L, H, Tq, S)
             attention_left -= attention.numel()
-        yield _record(index, token, text, logits, filtered, tokenizer, top_n, start, seed, attention, stop_reason)
+        yield _record(index, token, text, logits, stages, tokenizer, top_n, start, seed, attention, stop_reason)
         if stop_reason is not None:
             return
         capture = capture_attention and heads * (cache.length + 1) <= attention_left
         out = model(torch.tensor([[token]]), cache, capture_attention=capture)
 
 
-def _record(index, token, text, logits, filtered, tokenizer, top_n, start, seed, attention, stop_reason) -> StepRecord:
+def _removed_by(token_id: int, stages: list[tuple[str, Tensor]]) -> str | None:
+    return next((name for name, logits in stages if logits[token_id] == float("-inf")), None)
+
+
+def _record(index, token, text, logits, stages, tokenizer, top_n, start, seed, attention, stop_reason) -> StepRecord:
     logprobs = torch.log_softmax(logits, dim=-1)
     probs = logprobs.exp()
-    probs_filtered = torch.softmax(filtered, dim=-1)
+    probs_filtered = torch.softmax(stages[-1][1], dim=-1)
     entropy = float(-(probs * logprobs).nan_to_num().sum())
     top_ids = torch.topk(probs, top_n).indices.tolist() if top_n else []
     if token not in top_ids:
         top_ids.append(token)
     top = tuple(
-        Alternative(i, tokenizer.piece(i), float(probs[i]), float(probs_filtered[i])) for i in top_ids
+        Alternative(i, tokenizer.piece(i), float(probs[i]), float(probs_filtered[i]), _removed_by(i, stages))
+        for i in top_ids
     )
     return StepRecord(
         index=index, token_id=token, piece=tokenizer.piece(token), text=text,

@@ -28,6 +28,7 @@ def test_greedy_equals_argmax_of_a_full_forward_at_every_step(tiny_model, tokeni
             expected = int(tiny_model(torch.tensor([ids])).logits[0, -1].argmax())
             assert record.token_id == expected
             assert record.prob_filtered == 1.0
+            assert all(a.removed_by == "greedy" for a in record.top if a.token_id != expected)
             ids.append(expected)
 
 
@@ -121,6 +122,8 @@ def test_step_records_describe_the_distribution(tiny_model, tokenizer):
         assert 0 < r.prob <= 1 and abs(r.logprob - torch.log(torch.tensor(r.prob)).item()) < 1e-4
         assert 0 < r.prob_filtered <= 1 and r.entropy > 0
         assert sum(a.prob_filtered > 0 for a in r.top) <= 5  # top-k removed the rest
+        assert all((a.removed_by == "top_k") == (a.prob_filtered == 0) for a in r.top)
+        assert [a.removed_by for a in r.top[:5]] == [None] * 5
         assert r.piece == tokenizer.piece(r.token_id)
     assert [r.elapsed_s for r in records] == sorted(r.elapsed_s for r in records)
     with pytest.raises(ParameterError, match="top_n"):

@@ -1,0 +1,101 @@
+"""A finished (or stopped) generation as plain data: what the UI draws and the API returns."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .generation import StepRecord, StopReason
+from .tokenizer import Tokenizer
+
+
+@dataclass
+class RunRecord:
+    """Everything a run produced, accumulated one `StepRecord` at a time.
+
+    Attention rows arrive as the prompt's square (L, H, P, P) and then one row per decode step;
+    `attention_matrix` stitches them into one lower-triangular (L, H, Q, Q) array over the
+    Q positions that were processed as queries (the prompt and all generated tokens but the last).
+    """
+
+    model_name: str
+    prompt: str
+    prompt_ids: list[int]
+    prompt_pieces: list[str]
+    settings: dict
+    steps: list[StepRecord] = field(default_factory=list)
+    stop_reason: StopReason | None = None
+    error: str | None = None
+    _attention_rows: list[np.ndarray] = field(default_factory=list, repr=False)
+
+    @classmethod
+    def start(cls, model_name: str, tokenizer: Tokenizer, prompt: str, prompt_ids: list[int], settings: dict):
+        return cls(model_name, prompt, prompt_ids, [tokenizer.piece(i) for i in prompt_ids], settings)
+
+    def add(self, step: StepRecord) -> None:
+        if step.attention is not None:
+            self._attention_rows.append(step.attention.float().numpy().astype(np.float16))
+        # The record keeps the step without its attention tensor: the rows live here, once.
+        self.steps.append(dataclasses.replace(step, attention=None))
+        if step.stop_reason is not None:
+            self.stop_reason = step.stop_reason
+
+    @property
+    def text(self) -> str:
+        return "".join(s.text for s in self.steps)
+
+    @property
+    def seed(self) -> int | None:
+        return self.steps[0].seed if self.steps else None
+
+    @property
+    def n_prompt(self) -> int:
+        return len(self.prompt_ids)
+
+    def timing(self) -> dict:
+        """Time to first token, decode rate (excluding the prefill) and totals."""
+        if not self.steps:
+            return {"tokens": 0}
+        first, last = self.steps[0].elapsed_s, self.steps[-1].elapsed_s
+        decode = (len(self.steps) - 1) / (last - first) if len(self.steps) > 1 and last > first else None
+        return {"tokens": len(self.steps), "ttft_s": first, "total_s": last, "decode_tokens_per_s": decode}
+
+    def all_pieces(self) -> list[str]:
+        return self.prompt_pieces + [s.piece for s in self.steps]
+
+    def attention_matrix(self) -> np.ndarray | None:
+        """(L, H, Q, Q) fp16 attention over the positions captured, or None if nothing was."""
+        if not self._attention_rows:
+            return None
+        first = self._attention_rows[0]
+        layers, heads, n_queries = first.shape[:3]
+        size = n_queries + len(self._attention_rows) - 1
+        matrix = np.zeros((layers, heads, size, size), dtype=np.float16)
+        matrix[:, :, :n_queries, :n_queries] = first
+        for i, row in enumerate(self._attention_rows[1:]):
+            q = n_queries + i
+            matrix[:, :, q, : row.shape[-1]] = row[:, :, 0, :]
+        return matrix
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary: settings, timings and each token with its alternatives."""
+        return {
+            "model": self.model_name,
+            "prompt": self.prompt,
+            "prompt_tokens": [{"token_id": i, "piece": p} for i, p in zip(self.prompt_ids, self.prompt_pieces)],
+            "settings": self.settings,
+            "seed": self.seed,
+            "text": self.text,
+            "stop_reason": self.stop_reason.value if self.stop_reason else ("error" if self.error else None),
+            "error": self.error,
+            "timing": self.timing(),
+            "tokens": [
+                {"token_id": s.token_id, "piece": s.piece, "text": s.text, "prob": s.prob,
+                 "prob_filtered": s.prob_filtered, "logprob": s.logprob, "entropy": s.entropy,
+                 "elapsed_s": s.elapsed_s,
+                 "top": [[a.token_id, a.piece, a.prob, a.prob_filtered] for a in s.top]}
+                for s in self.steps
+            ],
+        }
