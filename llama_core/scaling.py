@@ -27,16 +27,17 @@ def grid_model(dim: int, n_layers: int, n_heads: int) -> ModelArgs:
                      max_seq_len=SEQ_LEN)
 
 
-# Shapes with roughly constant aspect ratio, 0.45M-6.9M parameters (embeddings included).
+# Shapes with roughly constant aspect ratio, 0.29M-6.9M parameters (embeddings included).
 SIZES = {
-    "d48": grid_model(48, 2, 4), "d64": grid_model(64, 2, 4), "d96": grid_model(96, 3, 4),
+    "d32": grid_model(32, 2, 2), "d48": grid_model(48, 2, 4), "d64": grid_model(64, 2, 4), "d96": grid_model(96, 3, 4),
     "d128": grid_model(128, 4, 4), "d192": grid_model(192, 5, 6), "d256": grid_model(256, 6, 8),
 }
-# Each budget gets the four sizes around where its optimum was expected.
+# Each budget gets five sizes around its optimum. (The first grid had four, from d48 up, for
+# 2e12: loss rose with size from the smallest one, so d32 was added to bracket the minimum.)
 GRID = {
-    2e12: ["d48", "d64", "d96", "d128"],
-    6e12: ["d64", "d96", "d128", "d192"],
-    2e13: ["d96", "d128", "d192", "d256"],
+    2e12: ["d32", "d48", "d64", "d96", "d128"],
+    6e12: ["d48", "d64", "d96", "d128", "d192"],
+    2e13: ["d64", "d96", "d128", "d192", "d256"],
 }
 
 
@@ -90,10 +91,13 @@ class IsoFlopFit:
 
 
 def fit_isoflops(runs: list[dict]) -> list[IsoFlopFit]:
-    """Per budget, the minimum of a parabola through val loss vs log10 N (needs ≥ 3 sizes)."""
+    """Per budget, the minimum of a parabola through val loss vs log10 N; budgets with fewer
+    than three sizes (an unfinished grid) have no parabola and are left out."""
     fits = []
     for budget in sorted({r["budget_flops"] for r in runs}):
         points = sorted((r["n_params"], r["val_loss"]) for r in runs if r["budget_flops"] == budget)
+        if len(points) < 3:
+            continue
         x = np.log10([n for n, _ in points])
         y = np.array([loss for _, loss in points])
         a, b, c = np.polyfit(x, y, 2)
