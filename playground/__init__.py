@@ -1,0 +1,1 @@
+"""The Gradio side of the playground: model registry, handlers and layout (the engine is llama_core)."""

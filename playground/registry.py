@@ -1,0 +1,129 @@
+"""Which models the playground offers, and the loaded ones it keeps.
+
+The dropdown only ever offers these choices, so a client cannot make the server open an
+arbitrary path: every source is either found by scanning the models directory, given on the
+command line by whoever started the app, or a named preset with no weights (which explains how
+to add them instead of loading anything).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from llama_core import CheckpointError, LoadedModel, detect_format, load_checkpoint, parameter_count, preset
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLED_DIR = REPO / "models"
+PRESET_MODELS = {"LLaMA-7B": "llama-7b", "LLaMA-13B": "llama-13b", "LLaMA-33B": "llama-33b", "LLaMA-65B": "llama-65b"}
+KEEP_LOADED_BYTES = 2 * 1024**3  # small models stay loaded for instant switching; big ones are swapped
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    label: str  # what the dropdown shows; also the value it sends back
+    source: str | None  # path or Hub id; None when the weights are absent
+    kind: str  # "bundled", "local", "hub" or "preset"
+    hint: str = ""  # for absent presets: how to add the weights
+
+
+def _params_label(n: int) -> str:
+    return f"{n / 1e9:.1f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
+
+
+def _describe_local(path: Path, kind: str) -> ModelChoice | None:
+    try:
+        detect_format(path)
+    except CheckpointError:
+        return None
+    return ModelChoice(f"{path.name} ({kind})", str(path), kind)
+
+
+def _preset_dir(models_dir: Path, name: str, key: str) -> Path | None:
+    for candidate in (models_dir / name, models_dir / key, models_dir / name.removeprefix("LLaMA-")):
+        if candidate.is_dir() and _describe_local(candidate, "local"):
+            return candidate
+    return None
+
+
+def discover(models_dir: Path | None, extra_sources: list[str]) -> list[ModelChoice]:
+    """Bundled models (largest first), checkpoints in `models_dir`, `--model` sources, then presets."""
+    choices: list[ModelChoice] = []
+    bundled = sorted((p for p in BUNDLED_DIR.glob("*") if (p / "model_card.json").exists()),
+                     key=lambda p: -(p / "model.safetensors").stat().st_size)
+    choices += [c for p in bundled if (c := _describe_local(p, "bundled"))]
+    seen = {Path(c.source).resolve() for c in choices}
+    if models_dir is not None and models_dir.is_dir():
+        for path in sorted(models_dir.iterdir()):
+            if path.resolve() not in seen and (choice := _describe_local(path, "local")):
+                choices.append(choice)
+                seen.add(path.resolve())
+    for source in extra_sources:
+        path = Path(source).expanduser()
+        if path.exists():
+            if path.resolve() not in seen:
+                choices.append(ModelChoice(f"{path.name} (local)", str(path), "local"))
+        else:
+            choices.append(ModelChoice(f"{source} (Hub)", source, "hub"))
+    for name, key in PRESET_MODELS.items():
+        found = _preset_dir(models_dir, name, key) if models_dir else None
+        if found is not None and found.resolve() not in seen:
+            choices.append(ModelChoice(f"{name} (local)", str(found), "local"))
+        elif found is None:
+            size = _params_label(parameter_count(preset(key)))
+            where = models_dir or BUNDLED_DIR
+            choices.append(ModelChoice(
+                f"{name} ({size}, weights not found)", None, "preset",
+                hint=f"{name} needs its weights: put Meta's `{key.split('-')[1].upper()}` folder (params.json + "
+                     f"consolidated.*.pth, tokenizer.model beside it or one level up) or a Hugging Face "
+                     f"conversion at `{where / name}`, then restart.",
+            ))
+    return choices
+
+
+class ModelRegistry:
+    """The offered choices and a small cache of loaded models, shared by all sessions.
+
+    Loading happens inside the queue's single model slot, so two loads never race; the lock
+    only guards the cache dictionary against API calls that bypass nothing but arrive together.
+    """
+
+    def __init__(self, choices: list[ModelChoice]):
+        self.choices = {c.label: c for c in choices}
+        self._loaded: dict[str, LoadedModel] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.choices)
+
+    @property
+    def default(self) -> str:
+        return next(label for label, c in self.choices.items() if c.source is not None)
+
+    def get(self, label: str) -> ModelChoice:
+        if label not in self.choices:
+            raise KeyError(f"unknown model {label!r}")
+        return self.choices[label]
+
+    def is_loaded(self, label: str) -> bool:
+        return label in self._loaded
+
+    def load(self, label: str) -> LoadedModel:
+        """The loaded model for `label`; a failed load raises and leaves the cache as it was."""
+        choice = self.get(label)
+        if choice.source is None:
+            raise CheckpointError(choice.hint)
+        with self._lock:
+            if label in self._loaded:
+                return self._loaded[label]
+        loaded = load_checkpoint(choice.source)
+        if loaded.tokenizer is None:
+            raise CheckpointError(f"{choice.source}: no tokenizer.model next to the weights")
+        with self._lock:
+            if loaded.n_bytes > KEEP_LOADED_BYTES:  # a big model replaces the other big ones
+                for other in [k for k, m in self._loaded.items() if m.n_bytes > KEEP_LOADED_BYTES]:
+                    del self._loaded[other]
+            self._loaded[label] = loaded
+        return loaded
