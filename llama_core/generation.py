@@ -176,8 +176,11 @@ def generate_stream(
         out = model(torch.tensor([[token]]), cache, capture_attention=capture)
 
 
-def _removed_by(token_id: int, stages: list[tuple[str, Tensor]]) -> str | None:
-    return next((name for name, logits in stages if logits[token_id] == float("-inf")), None)
+def _removed_by(token_ids: list[int], stages: list[tuple[str, Tensor]]) -> list[str | None]:
+    """For each token, the first sampler stage that set its logit to -inf (None if it survived)."""
+    index = torch.tensor(token_ids)
+    removed = torch.stack([torch.isneginf(logits[index]) for _, logits in stages]).T.tolist()  # (n, stages)
+    return [next((stages[j][0] for j, gone in enumerate(row) if gone), None) for row in removed]
 
 
 def _record(index, token, text, logits, stages, tokenizer, top_n, start, seed, attention, stop_reason) -> StepRecord:
@@ -188,9 +191,10 @@ def _record(index, token, text, logits, stages, tokenizer, top_n, start, seed, a
     top_ids = torch.topk(probs, top_n).indices.tolist() if top_n else []
     if token not in top_ids:
         top_ids.append(token)
+    top_probs, top_filtered = probs[top_ids].tolist(), probs_filtered[top_ids].tolist()
     top = tuple(
-        Alternative(i, tokenizer.piece(i), float(probs[i]), float(probs_filtered[i]), _removed_by(i, stages))
-        for i in top_ids
+        Alternative(i, tokenizer.piece(i), p, q, stage)
+        for i, p, q, stage in zip(top_ids, top_probs, top_filtered, _removed_by(top_ids, stages))
     )
     return StepRecord(
         index=index, token_id=token, piece=tokenizer.piece(token), text=text,
