@@ -101,8 +101,11 @@ def attention_figure(matrix: np.ndarray, pieces: list[str], layer: int, head: in
     grid = grid[window, window]
     positions = list(range(n))[window]
     labels = [f"{_visible(pieces[p])}" for p in positions]
+    # Most heads park much of their weight on the first token (an "attention sink"); clipping the
+    # colour scale at the 99th percentile keeps the rest of the pattern visible.
+    zmax = float(np.quantile(grid[grid > 0], 0.99)) if (grid > 0).any() else 1.0
     figure = go.Figure(go.Heatmap(
-        z=grid, x=positions, y=positions, colorscale="Blues", zmin=0, zmax=float(grid.max()) or 1,
+        z=grid, x=positions, y=positions, colorscale="Blues", zmin=0, zmax=zmax,
         customdata=np.array([[f"{labels[q]} → {labels[k]}" for k in range(len(positions))]
                              for q in range(len(positions))]),
         hovertemplate="query %{y} attends to key %{x}<br>%{customdata}<br>weight %{z:.3f}<extra></extra>",
