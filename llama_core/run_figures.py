@@ -14,7 +14,7 @@ MAX_HEATMAP_TOKENS = 160  # beyond this a heatmap is unreadable and heavy; the l
 CHOSEN, KEPT, REMOVED, RAW = "#d62728", "#1f77b4", "#c7c7c7", "#9ecae1"
 
 
-def _visible(piece: str) -> str:
+def visible_piece(piece: str) -> str:
     """Whitespace a reader can see: '␣' for a leading space, '↵' for a newline."""
     return piece.replace("\n", "↵").replace(" ", "␣") if piece.strip() == "" or piece.startswith(" ") else piece
 
@@ -50,7 +50,7 @@ def alternatives_figure(record: RunRecord, step_index: int) -> go.Figure:
     """What the model considered at one step: raw vs filtered probability of the top alternatives."""
     step = record.steps[step_index]
     alternatives = sorted(step.top, key=lambda a: a.prob)  # largest at the top of a horizontal chart
-    labels = [f"{_visible(a.piece)!s}  #{a.token_id}" for a in alternatives]
+    labels = [f"{visible_piece(a.piece)!s}  #{a.token_id}" for a in alternatives]
     kept_colours = [CHOSEN if a.token_id == step.token_id else (KEPT if a.prob_filtered > 0 else REMOVED)
                     for a in alternatives]
     hover = [f"raw p = {a.prob:.4f}<br>after filters = {a.prob_filtered:.4f}"
@@ -65,7 +65,7 @@ def alternatives_figure(record: RunRecord, step_index: int) -> go.Figure:
     ])
     figure.update_layout(
         barmode="group", template="plotly_white", height=120 + 34 * len(alternatives),
-        title=f"Step {step_index}: chose {_visible(step.piece)!r} (p = {step.prob:.3f})",
+        title=f"Step {step_index}: chose {visible_piece(step.piece)!r} (p = {step.prob:.3f})",
         xaxis_title="probability", xaxis_range=[0, 1.15], legend=dict(orientation="h", y=-0.15),
         margin=dict(l=10, r=10, t=50, b=10),
     )
@@ -77,7 +77,7 @@ def probability_entropy_figure(record: RunRecord) -> go.Figure:
     steps = list(range(len(record.steps)))
     figure = make_subplots(specs=[[{"secondary_y": True}]])
     figure.add_trace(go.Scatter(x=steps, y=[s.prob for s in record.steps], name="p(chosen)", mode="lines+markers",
-                                text=[_visible(s.piece) for s in record.steps]), secondary_y=False)
+                                text=[visible_piece(s.piece) for s in record.steps]), secondary_y=False)
     figure.add_trace(go.Scatter(x=steps, y=[s.entropy for s in record.steps], name="entropy (nats)",
                                 mode="lines", line=dict(dash="dot")), secondary_y=True)
     figure.update_layout(template="plotly_white", height=300, margin=dict(l=10, r=10, t=40, b=10),
@@ -100,7 +100,7 @@ def attention_figure(matrix: np.ndarray, pieces: list[str], layer: int, head: in
     grid = weights.mean(axis=0) if head is None else weights[head]
     grid = grid[window, window]
     positions = list(range(n))[window]
-    labels = [f"{_visible(pieces[p])}" for p in positions]
+    labels = [f"{visible_piece(pieces[p])}" for p in positions]
     # Most heads park much of their weight on the first token (an "attention sink"); clipping the
     # colour scale at the 99th percentile keeps the rest of the pattern visible.
     zmax = float(np.quantile(grid[grid > 0], 0.99)) if (grid > 0).any() else 1.0

@@ -1,0 +1,53 @@
+import numpy as np
+import torch
+
+from llama_core.generation import generate_stream
+from llama_core.run_figures import alternatives_figure, attention_figure, heads_figure, token_html, visible_piece
+from llama_core.run_record import RunRecord
+from llama_core.sampling import SamplingParams
+
+PROMPT = "In the beginning God"
+
+
+def record_of(model, tokenizer, **kwargs) -> RunRecord:
+    ids = tokenizer.encode(PROMPT)
+    record = RunRecord.start("tiny", tokenizer, PROMPT, ids, {})
+    for step in generate_stream(model, tokenizer, ids, SamplingParams(temperature=0, max_new_tokens=6), **kwargs):
+        record.add(step)
+    return record
+
+
+def test_stitched_attention_equals_one_full_forward_of_the_same_tokens(tiny_model, tokenizer):
+    record = record_of(tiny_model, tokenizer, capture_attention=True)
+    matrix = record.attention_matrix()
+    tokens = record.prompt_ids + [s.token_id for s in record.steps[:-1]]  # the last token was never a query
+    assert matrix.shape == (2, 4, len(tokens), len(tokens))
+    with torch.no_grad():
+        full = tiny_model(torch.tensor([tokens]), capture_attention=True).attention
+    expected = torch.stack([a[0] for a in full]).numpy()
+    np.testing.assert_allclose(matrix.astype(np.float32), expected, atol=2e-3)
+    assert all(s.attention is None for s in record.steps)  # rows are kept once, in the record
+
+
+def test_summary_and_timing(tiny_model, tokenizer):
+    record = record_of(tiny_model, tokenizer)
+    summary = record.to_dict()
+    assert summary["stop_reason"] == "length" and len(summary["tokens"]) == 6
+    assert summary["text"] == "".join(t["text"] for t in summary["tokens"])
+    assert summary["timing"]["tokens"] == 6 and summary["timing"]["ttft_s"] <= summary["timing"]["total_s"]
+    assert record.attention_matrix() is None
+
+
+def test_figures_show_the_run(tiny_model, tokenizer):
+    record = record_of(tiny_model, tokenizer, capture_attention=True)
+    page = token_html(record, selected=2)
+    assert page.count('class="tok"') == 6 and 'data-index="2"' in page and "outline:2px" in page
+    bars = alternatives_figure(record, 2)
+    chosen = record.steps[2]
+    assert "chose" in bars.layout.title.text and "chosen" in bars.data[1].text
+    assert any(label.endswith(f"#{chosen.token_id}") for label in bars.data[0].y)
+    heatmap = attention_figure(record.attention_matrix(), record.all_pieces(), layer=1, head=None)
+    size = record.attention_matrix().shape[-1]
+    assert list(heatmap.layout.yaxis.ticktext) == [visible_piece(p) for p in record.all_pieces()[:size]]
+    assert visible_piece(" the") == "␣the" and visible_piece("\n") == "↵" and visible_piece("x") == "x"
+    assert len(heads_figure(record.attention_matrix(), 0, n_kv_heads=2).data) == 4
