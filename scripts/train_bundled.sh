@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
-# Rebuild the bundled models from scratch: corpus, tokenizer, three model sizes, model cards.
-# Every step resumes where it stopped if interrupted (run the script again).
-# Wall time on 2 CPU cores: about 2.5 hours (the three trainings can run side by side, one core each).
+# Rebuild the bundled models from scratch: corpus, tokenizer, the IsoFLOP grid, three model sizes with cards.
+# Every step resumes where it stopped when run again (runs/ keeps the checkpoints).
+# CPU time on 2 cores: about 1.5 h for the grid and 1.5 h for playground-16m (run side by side, one thread each).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -f data/corpus/train.bin ] || bash scripts/build_corpus.sh
+tokenizer=data/corpus/tokenizer.model
 
-train() {  # name dim layers heads kv_heads tokens lr
-  python3 -m llama_core train --data data/corpus --out "runs/$1" --dim "$2" --n-layers "$3" --n-heads "$4" \
-    --n-kv-heads "$5" --tokens "$6" --lr "$7" --max-seq-len 512 --batch-size 8 --warmup-steps 50 \
-    --eval-every 100 --checkpoint-every 25 --threads "${THREADS:-1}"
-  python3 -m llama_core export-run --run "runs/$1" --tokenizer data/corpus/tokenizer.model \
-    --out "models/$1" --name "$1" > /dev/null
-}
+# The two smaller bundled models are runs of the IsoFLOP grid (context 256).
+python3 -m llama_core scaling-grid --data data/corpus --runs runs/isoflop --results data/isoflop_results.json --threads 1
+python3 -m llama_core export-run --run "runs/isoflop/C2e+13-d96" --tokenizer "$tokenizer" --out models/playground-1m --name playground-1m
+python3 -m llama_core export-run --run "runs/isoflop/C2e+13-d192" --tokenizer "$tokenizer" --out models/playground-4m --name playground-4m
 
-train playground-1m 96 3 4 4 4e6 2e-3
-train playground-4m 192 5 6 6 3e6 1.6e-3
-train playground-16m 384 8 8 4 2.5e6 1.15e-3
+# The default: 16M parameters with grouped-query attention (8 query heads, 4 key/value heads), context 512.
+python3 -m llama_core train --data data/corpus --out runs/playground-16m --dim 384 --n-layers 8 --n-heads 8 \
+  --n-kv-heads 4 --tokens 2.5e6 --lr 1.15e-3 --max-seq-len 512 --batch-size 8 --warmup-steps 50 \
+  --eval-every 100 --checkpoint-every 25 --threads 1
+python3 -m llama_core export-run --run runs/playground-16m --tokenizer "$tokenizer" --out models/playground-16m --name playground-16m
