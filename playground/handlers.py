@@ -82,6 +82,19 @@ def model_info(registry: ModelRegistry, label: str) -> str:
 def make_handlers(registry: ModelRegistry):
     """The handlers, closed over the shared registry (the only server-wide state)."""
 
+    def prepare_run(label: str, prompt, template: str, system: str, values: dict):
+        """Validate everything and tokenize; any problem becomes a message for the user."""
+        try:
+            check_prompt(prompt)
+            params = sampling_params(values)
+            loaded = registry.load(label)
+            full_prompt = apply_template(template, prompt, system or "")
+            prompt_ids = encode_prompt(loaded.tokenizer, full_prompt)
+        except (ParameterError, CheckpointError, TokenizerError, KeyError) as error:
+            raise gr.Error(str(error)) from None
+        settings = {"template": template, "system": system, **dataclasses.asdict(params)}
+        return loaded, params, RunRecord.start(label, loaded.tokenizer, full_prompt, prompt_ids, settings)
+
     def switch_model(label: str, max_new_tokens: float, progress=gr.Progress()):
         """Load the chosen size and describe it; the token slider follows its context window."""
         choice = registry.get(label)
@@ -119,17 +132,8 @@ def make_handlers(registry: ModelRegistry):
         values = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                       repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
                       frequency_penalty=frequency_penalty, max_new_tokens=max_new_tokens, seed=seed, stop=stop)
-        try:
-            check_prompt(prompt)
-            params = sampling_params(values)
-            loaded = registry.load(model_label)
-            full_prompt = apply_template(template, prompt, system or "")
-            prompt_ids = encode_prompt(loaded.tokenizer, full_prompt)
-        except (ParameterError, CheckpointError, TokenizerError, KeyError) as error:
-            raise gr.Error(str(error)) from None
-        settings = {"template": template, "system": system, **dataclasses.asdict(params)}
-        record = RunRecord.start(model_label, loaded.tokenizer, full_prompt, prompt_ids, settings)
-        stream = generate_stream(loaded.model, loaded.tokenizer, prompt_ids, params,
+        loaded, params, record = prepare_run(model_label, prompt, template, system, values)
+        stream = generate_stream(loaded.model, loaded.tokenizer, record.prompt_ids, params,
                                  capture_attention=bool(capture_attention), top_n=10)
         last_yield = 0.0
         try:
@@ -198,18 +202,11 @@ def make_handlers(registry: ModelRegistry):
         values = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                       repetition_penalty=repetition_penalty, presence_penalty=0.0, frequency_penalty=0.0,
                       max_new_tokens=max_new_tokens, seed=seed, stop=stop)
-        label = model or registry.default
+        loaded, params, record = prepare_run(model or registry.default, prompt, template, "", values)
         try:
-            check_prompt(prompt)
-            params = sampling_params(values)
-            loaded = registry.load(label)
-            full_prompt = apply_template(template, prompt)
-            prompt_ids = encode_prompt(loaded.tokenizer, full_prompt)
-            record = RunRecord.start(label, loaded.tokenizer, full_prompt, prompt_ids,
-                                     {"template": template, **dataclasses.asdict(params)})
-            for step in generate_stream(loaded.model, loaded.tokenizer, prompt_ids, params, top_n=5):
+            for step in generate_stream(loaded.model, loaded.tokenizer, record.prompt_ids, params, top_n=5):
                 record.add(step)
-        except (ParameterError, CheckpointError, TokenizerError, GenerationError, KeyError) as error:
+        except (ParameterError, GenerationError) as error:
             raise gr.Error(str(error)) from None
         return record.to_dict()
 
