@@ -15,7 +15,7 @@ from .hf_checkpoint import save_hf_checkpoint
 from .model import Transformer
 from .sampling import SamplingParams
 from .tokenizer import Tokenizer
-from .train import STATE_FILE, TrainConfig, evaluate, load_tokens, read_log
+from .train import STATE_FILE, TrainConfig, evaluate, load_tokens
 
 SAMPLE_PROMPTS = ("In the beginning", "The Python interpreter")
 
@@ -35,12 +35,13 @@ def export_run(run_dir: str | Path, tokenizer_path: str | Path, out_dir: str | P
     model = Transformer(config.model)
     model.load_state_dict(state["model"])
     model.eval().requires_grad_(False)
-    shipped = model.to(dtype)  # samples and the shipped loss come from the weights as rounded
+    # Measured afresh on the final weights (the log's last evaluation may predate them), in fp32
+    # and again as shipped after rounding to `dtype`; the samples come from the shipped weights.
+    val_tokens = load_tokens(Path(config.data_dir) / "val.bin")
+    val_loss = evaluate(model, val_tokens, config)
+    shipped = model.to(dtype)
+    shipped_loss = evaluate(shipped, val_tokens, config)
     tokenizer = Tokenizer.from_file(tokenizer_path)
-    log = read_log(run_dir)
-    evaluated = [entry for entry in log if "val_loss" in entry]
-    val_loss = evaluated[-1]["val_loss"]
-    shipped_loss = evaluate(shipped, load_tokens(Path(config.data_dir) / "val.bin"), config)
     n_params = parameter_count(config.model)
     tokens = state["step"] * config.tokens_per_step
     card = {
@@ -51,6 +52,8 @@ def export_run(run_dir: str | Path, tokenizer_path: str | Path, out_dir: str | P
         "tokens_seen": tokens,
         "training_flops": 6 * n_params * tokens,
         "training_steps": state["step"],
+        "training_complete": state["step"] >= config.total_steps,
+        "planned_tokens": config.total_steps * config.tokens_per_step,
         "wall_time_s": round(state["elapsed_s"], 1),
         "val_loss": round(val_loss, 4),
         "val_perplexity": round(math.exp(val_loss), 2),
@@ -71,15 +74,17 @@ def export_run(run_dir: str | Path, tokenizer_path: str | Path, out_dir: str | P
 def _card_markdown(card: dict) -> str:
     c = card["config"]
     samples = "\n".join(f"    {s!r}" for s in card["greedy_samples"])
+    progress = "" if card["training_complete"] else f" of {card['planned_tokens']:,} planned (training continues)"
     return (
         f"# {card['name']}\n\n{card['architecture']}.\n\n"
         f"| | |\n|---|---|\n"
         f"| parameters | {card['parameters']:,} |\n"
-        f"| shape | dim {c['dim']}, {c['n_layers']} layers, {c['n_heads']} heads, vocab {c['vocab_size']}, "
+        f"| shape | dim {c['dim']}, {c['n_layers']} layers, {c['n_heads']} heads"
+        f"{f' ({kv} key/value)' if (kv := c['n_kv_heads']) and kv != c['n_heads'] else ''}, vocab {c['vocab_size']}, "
         f"context {c['max_seq_len']} |\n"
-        f"| tokens seen | {card['tokens_seen']:,} |\n"
+        f"| tokens seen | {card['tokens_seen']:,}{progress} |\n"
         f"| training FLOPs (6·N·D) | {card['training_flops']:.2e} |\n"
-        f"| wall time | {card['wall_time_s'] / 60:.1f} min on 2 CPU cores |\n"
+        f"| wall time | {card['wall_time_s'] / 60:.1f} min on CPU |\n"
         f"| validation loss / perplexity | {card['val_loss']} / {card['val_perplexity']} "
         f"({card['val_loss_as_shipped']} as shipped in {card['dtype']}) |\n"
         f"| stored as | {card['dtype']} safetensors |\n\n"
