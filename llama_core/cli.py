@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from .config import parameter_count
@@ -221,3 +222,6 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `... --json | head`: the reader left; not an error
+        sys.stdout = open(os.devnull, "w")
+        return 0

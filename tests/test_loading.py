@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
+from types import SimpleNamespace
 from pathlib import Path
 
 import huggingface_hub
+import psutil
 import pytest
 import torch
 
@@ -103,11 +105,15 @@ def test_bf16_request_gives_bf16_parameters(make_checkpoint, references):
     assert_matches(loaded, references["gqa"], atol=0.1)
 
 
-def test_auto_dtype_keeps_the_checkpoint_dtype(tmp_path):
+def test_auto_dtype_upcasts_16_bit_weights_on_the_cpu_when_they_fit(tmp_path, monkeypatch):
     tiny_reference("gqa").model.to(torch.float16).save_pretrained(tmp_path)
-    loaded = load_checkpoint(tmp_path)
-    assert loaded.dtype == torch.float16
-    assert load_checkpoint(tmp_path, dtype=torch.float32).model.norm.weight.dtype == torch.float32
+    assert load_checkpoint(tmp_path).dtype == torch.float32  # tiny: fp32 fits, and is faster on a CPU
+    assert load_checkpoint(tmp_path, dtype="fp16").dtype == torch.float16  # an explicit dtype is kept
+    # A model whose fp32 copy would not fit in half the free memory stays in its own dtype.
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(available=1000))
+    assert load_checkpoint(tmp_path).dtype == torch.float16
+    tiny_reference("gqa").model.save_pretrained(tmp_path / "fp32")
+    assert load_checkpoint(tmp_path / "fp32").dtype == torch.float32
 
 
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux /proc")

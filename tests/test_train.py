@@ -84,8 +84,12 @@ def test_a_finished_run_exports_as_a_loadable_checkpoint_with_a_card(data_dir, t
     config = _config(data_dir, tmp_path / "run", tokens=10 * 8 * 64)
     train(config, progress=False)
     card = export_run(tmp_path / "run", tokenizer_path, tmp_path / "shipped", "tiny")
+    from safetensors import safe_open
+
+    with safe_open(tmp_path / "shipped" / "model.safetensors", framework="pt") as stored:
+        assert {stored.get_slice(k).get_dtype() for k in stored.keys()} == {"BF16"}
     loaded = load_checkpoint(tmp_path / "shipped")
-    assert loaded.dtype == torch.bfloat16 and loaded.model_card == card
+    assert loaded.model_card == card and card["dtype"] == "bfloat16"
     assert card["tokens_seen"] == 10 * 8 * 64 and card["training_flops"] == 6 * card["parameters"] * 10 * 8 * 64
     assert card["val_loss"] == pytest.approx(read_log(tmp_path / "run")[-1]["val_loss"], abs=1e-4)
     assert abs(card["val_loss_as_shipped"] - card["val_loss"]) < 0.05  # bf16 rounding costs little
