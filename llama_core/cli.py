@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--runs", default="runs/isoflop")
     grid.add_argument("--results", default="data/isoflop_results.json")
     grid.add_argument("--fit-only", action="store_true", help="only refit an existing results file")
+    grid.add_argument("--collect-only", action="store_true", help="write results of the finished runs, train none")
     grid.add_argument("--threads", type=int, default=None)
     return parser
 
@@ -206,7 +207,7 @@ def run_scaling_grid(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if not args.fit_only:
-        run_grid(args.data, args.runs, args.results)
+        run_grid(args.data, args.runs, args.results, train_runs=not args.collect_only)
     print(json.dumps(summarize(args.results), indent=2))
     return 0
 

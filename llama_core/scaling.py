@@ -57,22 +57,33 @@ def run_config(budget: float, size: str, data_dir: str, runs_dir: str) -> TrainC
     )
 
 
-def run_grid(data_dir: str, runs_dir: str, results_path: str, progress: bool = True) -> list[dict]:
-    """Train every run of the grid (resuming unfinished ones) and write the results JSON."""
+def run_result(budget: float, size: str, config: TrainConfig) -> dict | None:
+    """The measured result of one grid run, or None while it is unfinished."""
+    log = read_log(config.out_dir)
+    if not log or log[-1]["step"] < config.total_steps:
+        return None
+    n_params = parameter_count(config.model)
+    return {
+        "budget_flops": budget, "size": size, "config": config.model.to_dict(), "n_params": n_params,
+        "tokens": log[-1]["tokens"], "flops": log[-1]["flops"], "steps": log[-1]["step"],
+        "val_loss": log[-1]["val_loss"], "train_loss": log[-1]["loss"], "wall_s": round(log[-1]["elapsed_s"], 1),
+        "lr": config.lr,
+        "curve": [{"tokens": e["tokens"], "flops": e["flops"], "val_loss": round(e["val_loss"], 4)}
+                  for e in log if "val_loss" in e],
+    }
+
+
+def run_grid(data_dir: str, runs_dir: str, results_path: str, progress: bool = True, train_runs: bool = True) -> list[dict]:
+    """Train every run of the grid (resuming unfinished ones; or, with `train_runs=False`, only
+    collect the finished ones) and write the results JSON after each run."""
     results = []
     for budget, sizes in GRID.items():
         for size in sizes:
             config = run_config(budget, size, data_dir, runs_dir)
-            summary = train(config, progress=progress)
-            log = read_log(config.out_dir)
-            results.append({
-                "budget_flops": budget, "size": size, "config": config.model.to_dict(),
-                "n_params": summary["n_params"], "tokens": summary["tokens"], "flops": summary["flops"],
-                "steps": summary["step"], "val_loss": log[-1]["val_loss"], "train_loss": log[-1]["loss"],
-                "wall_s": round(log[-1]["elapsed_s"], 1), "lr": config.lr,
-                "curve": [{"tokens": e["tokens"], "flops": e["flops"], "val_loss": round(e["val_loss"], 4)}
-                          for e in log if "val_loss" in e],
-            })
+            if train_runs:
+                train(config, progress=progress)
+            if (result := run_result(budget, size, config)) is not None:
+                results.append(result)
             Path(results_path).write_text(json.dumps({"runs": results}, indent=1) + "\n")
     return results
 

@@ -49,6 +49,7 @@ def check_prompt(prompt: object) -> str:
 
 
 def status_line(record: RunRecord, running: bool) -> str:
+    running = running and record.stop_reason is None and record.error is None  # Stop may have ended it already
     timing = record.timing()
     if not timing["tokens"]:
         return f"⚠️ {record.error}" if record.error else "⏳ prefill…"
@@ -138,6 +139,8 @@ def make_handlers(registry: ModelRegistry):
         last_yield = 0.0
         try:
             for step in stream:
+                if record.stop_reason is StopReason.CANCELLED:
+                    break  # Stop marked the shared record while this step was computing: drop it, end here
                 record.add(step)
                 now = time.perf_counter()
                 if now - last_yield > 0.05 or step.stop_reason is not None:  # ~20 updates a second is plenty
