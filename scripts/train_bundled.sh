@@ -7,10 +7,10 @@ cd "$(dirname "$0")/.."
 [ -f data/corpus/train.bin ] || bash scripts/build_corpus.sh
 tokenizer=data/corpus/tokenizer.model
 
-# The two smaller bundled models are runs of the IsoFLOP grid (context 256).
+# The two smaller bundled models are the 6e12-FLOP runs of the IsoFLOP grid (context 256): equal compute.
 python3 -m llama_core scaling-grid --data data/corpus --runs runs/isoflop --results data/isoflop_results.json --threads 1
-python3 -m llama_core export-run --run "runs/isoflop/C2e+13-d96" --tokenizer "$tokenizer" --out models/playground-1m --name playground-1m
-python3 -m llama_core export-run --run "runs/isoflop/C2e+13-d192" --tokenizer "$tokenizer" --out models/playground-4m --name playground-4m
+python3 -m llama_core export-run --run "runs/isoflop/C6e+12-d96" --tokenizer "$tokenizer" --out models/playground-1m --name playground-1m
+python3 -m llama_core export-run --run "runs/isoflop/C6e+12-d192" --tokenizer "$tokenizer" --out models/playground-4m --name playground-4m
 
 # The default: 16M parameters with grouped-query attention (8 query heads, 4 key/value heads), context 512.
 python3 -m llama_core train --data data/corpus --out runs/playground-16m --dim 384 --n-layers 8 --n-heads 8 \
