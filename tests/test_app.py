@@ -116,6 +116,7 @@ def test_browser_generate_then_every_panel_shows_the_run(server, browser):
     page.screenshot(path=str(OUTPUT / "generate.png"), full_page=True)
 
     page.get_by_role("tab", name="Token probabilities").click()
+    page.wait_for_selector("#token-view .tok", timeout=30_000)  # the panels arrive just after the last token
     tokens = page.locator("#token-view .tok")
     assert tokens.count() >= 1
     assert "hsl(" in tokens.first.get_attribute("style") and "p = " in tokens.first.get_attribute("title")
