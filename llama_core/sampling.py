@@ -162,13 +162,6 @@ def sampler_stages(logits: Tensor, params: SamplingParams, seen: Tensor, counts:
     yield "min_p", min_p_filter(logits, params.min_p)
 
 
-def final_logits(logits: Tensor, params: SamplingParams, seen: Tensor, counts: Tensor) -> Tensor:
-    """The logits the token is drawn from: every stage applied; removed tokens are -inf."""
-    for _, logits in sampler_stages(logits, params, seen, counts):
-        pass
-    return logits
-
-
 def sample(filtered_logits: Tensor, generator: torch.Generator | None) -> int:
     """Draw one token id from the softmax of the filtered logits."""
     probs = torch.softmax(filtered_logits, dim=-1)

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from llama_core.errors import ParameterError
 from llama_core.sampling import (
-    SamplingParams, apply_presence_frequency, apply_repetition_penalty, apply_temperature, final_logits,
+    SamplingParams, apply_presence_frequency, apply_repetition_penalty, apply_temperature,
     min_p_filter, sample, sampler_stages, top_k_filter, top_p_filter,
 )
 
@@ -87,7 +87,8 @@ def test_penalties():
 def test_greedy_stage_is_one_hot_at_the_argmax_after_penalties():
     params = SamplingParams(temperature=0, repetition_penalty=4.0)
     seen = torch.tensor([True, False, False, False, False])
-    out = final_logits(LOGITS, params, seen, torch.zeros(5))
+    name, out = list(sampler_stages(LOGITS, params, seen, torch.zeros(5)))[-1]
+    assert name == "greedy"
     assert torch.softmax(out, -1).tolist() == [0.0, 0.0, 1.0, 0.0, 0.0]  # 3/4 < 2
 
 
