@@ -13,7 +13,7 @@ from llama_core.scaling_figures import params_vs_benchmark_figure, tokens_per_pa
 from llama_core.templates import TEMPLATES
 from playground.handlers import MAX_PROMPT_CHARS, make_handlers
 from playground.registry import BUNDLED_DIR, ModelRegistry, discover
-from playground.scaling_panel import our_experiment_figures
+from playground.scaling_panel import our_experiment_figures, our_models_plot
 
 EXAMPLES = [line for line in (Path(__file__).parent / "examples" / "prompts.txt").read_text().splitlines() if line]
 TOKEN_CLICK_JS = """
@@ -31,6 +31,7 @@ def build_app(registry: ModelRegistry) -> gr.Blocks:
         gr.Markdown("# 🦙 LLaMA Playground\nGenerate with a LLaMA model, then look inside: the probability of "
                     "every token and the alternatives, attention maps, and how model size and training tokens trade off.")
         run_state = gr.State(None)
+        speeds = gr.State({})  # model name -> params and decode tokens/s of its latest run, this session
         selected_step = gr.State(0)
         with gr.Tab("Generate"):
             with gr.Row():
@@ -82,6 +83,7 @@ def build_app(registry: ModelRegistry) -> gr.Blocks:
             gr.Plot(tokens_per_param_figure(models))
             for figure in our_experiment_figures():
                 gr.Plot(figure)
+            our_models = gr.Plot(our_models_plot(), elem_id="our-models")
 
         # --- wiring ---------------------------------------------------------------------------------
         controls = [template, system, temperature, top_k, top_p, min_p, repetition_penalty, presence_penalty,
@@ -92,6 +94,8 @@ def build_app(registry: ModelRegistry) -> gr.Blocks:
             handlers["generate"], [model, prompt, *controls], run_outputs, validator=handlers["validate"],
             concurrency_id="model", concurrency_limit=1, api_name="stream",
         )
+        generation.then(handlers["record_speed"], [run_state, speeds], [speeds, our_models],
+                        api_visibility="private")
         stop_button.click(handlers["stop"], run_state, run_outputs, cancels=[generation], api_visibility="private")
         model.change(handlers["switch_model"], [model, max_new_tokens], [model_info, max_new_tokens],
                      concurrency_id="model", api_name="load_model")

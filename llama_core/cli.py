@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float, default=2e-3)
     train.add_argument("--bf16", action="store_true", help="bf16 autocast (pays only on CPUs with bf16 matmuls)")
     train.add_argument("--threads", type=int, default=None)
+    train.add_argument("--device", default="cpu", help="cpu or cuda; a run may resume on another device")
 
     export = commands.add_parser("export-run", help="ship a finished training run with a model card")
     export.add_argument("--run", required=True)
@@ -82,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--fit-only", action="store_true", help="only refit an existing results file")
     grid.add_argument("--collect-only", action="store_true", help="write results of the finished runs, train none")
     grid.add_argument("--threads", type=int, default=None)
+    grid.add_argument("--device", default="cpu", help="cpu or cuda")
+    grid.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                      help="merge these results files into --results (later files win), then fit")
+    grid.add_argument("--budgets", type=float, nargs="+", default=None,
+                      help="run only these budgets of the grid (e.g. 2e13 6e13), to split it across processes")
     return parser
 
 
@@ -186,7 +192,7 @@ def run_train(args) -> int:
         grad_accum=args.grad_accum, seq_len=args.max_seq_len, lr=args.lr, warmup_steps=args.warmup_steps,
         eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, seed=args.seed, bf16_autocast=args.bf16,
     )
-    summary = train(config)
+    summary = train(config, device=args.device)
     print(f"step {summary['step']}/{config.total_steps}, {summary['tokens']:,} tokens, {summary['flops']:.2e} FLOPs")
     return 0
 
@@ -202,12 +208,15 @@ def run_export(args) -> int:
 def run_scaling_grid(args) -> int:
     import torch
 
-    from .scaling import run_grid, summarize
+    from .scaling import merge_results, run_grid, summarize
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    if not args.fit_only:
-        run_grid(args.data, args.runs, args.results, train_runs=not args.collect_only)
+    if args.merge:
+        merge_results(args.merge, args.results)
+    elif not args.fit_only:
+        run_grid(args.data, args.runs, args.results, train_runs=not args.collect_only, device=args.device,
+                 budgets=args.budgets)
     print(json.dumps(summarize(args.results), indent=2))
     return 0
 

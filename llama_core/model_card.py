@@ -15,7 +15,7 @@ from .hf_checkpoint import save_hf_checkpoint
 from .model import Transformer
 from .sampling import SamplingParams
 from .tokenizer import Tokenizer
-from .train import STATE_FILE, TrainConfig, evaluate, load_tokens
+from .train import STATE_FILE, TrainConfig, evaluate, load_tokens, read_log
 
 SAMPLE_PROMPTS = ("In the beginning", "The Python interpreter")
 
@@ -30,7 +30,9 @@ def export_run(run_dir: str | Path, tokenizer_path: str | Path, out_dir: str | P
     """Write `out_dir` (HF safetensors in `dtype`, config.json, tokenizer.model, model_card.json,
     README.md) from the final state of the run in `run_dir`; return the card."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    state = torch.load(run_dir / STATE_FILE, weights_only=True)
+    state = torch.load(run_dir / STATE_FILE, weights_only=True, map_location="cpu")
+    log = read_log(run_dir)
+    trained_on = log[-1].get("device", "cpu") if log else "cpu"  # logs from before GPU support name none
     config = TrainConfig.from_dict(state["config"])
     model = Transformer(config.model)
     model.load_state_dict(state["model"])
@@ -55,6 +57,7 @@ def export_run(run_dir: str | Path, tokenizer_path: str | Path, out_dir: str | P
         "training_complete": state["step"] >= config.total_steps,
         "planned_tokens": config.total_steps * config.tokens_per_step,
         "wall_time_s": round(state["elapsed_s"], 1),
+        "trained_on": trained_on,
         "val_loss": round(val_loss, 4),
         "val_perplexity": round(math.exp(val_loss), 2),
         "val_loss_as_shipped": round(shipped_loss, 4),
@@ -84,7 +87,7 @@ def _card_markdown(card: dict) -> str:
         f"context {c['max_seq_len']} |\n"
         f"| tokens seen | {card['tokens_seen']:,}{progress} |\n"
         f"| training FLOPs (6·N·D) | {card['training_flops']:.2e} |\n"
-        f"| wall time | {card['wall_time_s'] / 60:.1f} min on CPU |\n"
+        f"| wall time | {card['wall_time_s'] / 60:.1f} min on {card.get('trained_on', 'cpu').upper()} |\n"
         f"| validation loss / perplexity | {card['val_loss']} / {card['val_perplexity']} "
         f"({card['val_loss_as_shipped']} as shipped in {card['dtype']}) |\n"
         f"| stored as | {card['dtype']} safetensors |\n\n"

@@ -27,10 +27,11 @@ def grid_model(dim: int, n_layers: int, n_heads: int) -> ModelArgs:
                      max_seq_len=SEQ_LEN)
 
 
-# Shapes with roughly constant aspect ratio, 0.29M-6.9M parameters (embeddings included).
+# Shapes with roughly constant aspect ratio, 0.29M-36M parameters (embeddings included).
 SIZES = {
     "d32": grid_model(32, 2, 2), "d48": grid_model(48, 2, 4), "d64": grid_model(64, 2, 4), "d96": grid_model(96, 3, 4),
     "d128": grid_model(128, 4, 4), "d192": grid_model(192, 5, 6), "d256": grid_model(256, 6, 8),
+    "d384": grid_model(384, 8, 8), "d512": grid_model(512, 10, 8),
 }
 # Each budget gets five sizes around its optimum. (The first grid had four, from d48 up, for
 # 2e12: loss rose with size from the smallest one, so d32 was added to bracket the minimum.)
@@ -38,6 +39,8 @@ GRID = {
     2e12: ["d32", "d48", "d64", "d96", "d128"],
     6e12: ["d48", "d64", "d96", "d128", "d192"],
     2e13: ["d64", "d96", "d128", "d192", "d256"],
+    6e13: ["d96", "d128", "d192", "d256", "d384"],
+    2e14: ["d128", "d192", "d256", "d384", "d512"],
 }
 
 
@@ -67,25 +70,43 @@ def run_result(budget: float, size: str, config: TrainConfig) -> dict | None:
         "budget_flops": budget, "size": size, "config": config.model.to_dict(), "n_params": n_params,
         "tokens": log[-1]["tokens"], "flops": log[-1]["flops"], "steps": log[-1]["step"],
         "val_loss": log[-1]["val_loss"], "train_loss": log[-1]["loss"], "wall_s": round(log[-1]["elapsed_s"], 1),
+        "device": log[-1].get("device", "cpu"),
         "lr": config.lr,
         "curve": [{"tokens": e["tokens"], "flops": e["flops"], "val_loss": round(e["val_loss"], 4)}
                   for e in log if "val_loss" in e],
     }
 
 
-def run_grid(data_dir: str, runs_dir: str, results_path: str, progress: bool = True, train_runs: bool = True) -> list[dict]:
+def run_grid(data_dir: str, runs_dir: str, results_path: str, progress: bool = True, train_runs: bool = True,
+             device: str = "cpu", budgets: list[float] | None = None) -> list[dict]:
     """Train every run of the grid (resuming unfinished ones; or, with `train_runs=False`, only
-    collect the finished ones) and write the results JSON after each run."""
+    collect the finished ones) and write the results JSON after each run. `budgets` picks a
+    subset, so that budgets can run in parallel processes with a results file each."""
     results = []
     for budget, sizes in GRID.items():
+        if budgets is not None and not any(math.isclose(budget, b) for b in budgets):
+            continue
         for size in sizes:
             config = run_config(budget, size, data_dir, runs_dir)
             if train_runs:
-                train(config, progress=progress)
+                train(config, progress=progress, device=device)
             if (result := run_result(budget, size, config)) is not None:
                 results.append(result)
             Path(results_path).write_text(json.dumps({"runs": results}, indent=1) + "\n")
     return results
+
+
+def merge_results(paths: list[str], results_path: str) -> list[dict]:
+    """Combine results files (e.g. one per budget from parallel processes) into one, in grid
+    order; a run in a later file replaces the same (budget, size) from an earlier one."""
+    by_key = {}
+    for path in paths:
+        for run in json.loads(Path(path).read_text())["runs"]:
+            by_key[(run["budget_flops"], run["size"])] = run
+    order = {(b, s): i for i, (b, s) in enumerate((b, s) for b, sizes in GRID.items() for s in sizes)}
+    runs = sorted(by_key.values(), key=lambda r: order.get((r["budget_flops"], r["size"]), len(order)))
+    Path(results_path).write_text(json.dumps({"runs": runs}, indent=1) + "\n")
+    return runs
 
 
 @dataclass(frozen=True)
@@ -95,6 +116,7 @@ class IsoFlopFit:
     d_opt: float
     loss_opt: float
     coefficients: tuple[float, float, float]  # loss = a·x² + b·x + c with x = log10 N
+    at_edge: bool = False  # the optimum is the smallest or largest size tried: only a bound
 
     @property
     def tokens_per_param(self) -> float:
@@ -117,8 +139,9 @@ def fit_isoflops(runs: list[dict]) -> list[IsoFlopFit]:
         else:
             x_opt = float(np.clip(-b / (2 * a), x.min(), x.max()))
         n_opt = 10**x_opt
+        at_edge = bool(np.isclose(x_opt, x.min()) or np.isclose(x_opt, x.max()))
         fits.append(IsoFlopFit(budget, n_opt, budget / (6 * n_opt), float(np.polyval([a, b, c], x_opt)),
-                               (float(a), float(b), float(c))))
+                               (float(a), float(b), float(c)), at_edge))
     return fits
 
 
@@ -135,9 +158,16 @@ def summarize(results_path: str) -> dict:
     """The fit of a results file: per-budget optima, exponents and the tokens-per-parameter ratio."""
     runs = json.loads(Path(results_path).read_text())["runs"]
     fits = fit_isoflops(runs)
+    interior = [f for f in fits if not f.at_edge]  # an edge optimum bounds N_opt but does not place it
     return {
         "optima": [{"budget_flops": f.budget, "n_opt": f.n_opt, "d_opt": f.d_opt, "loss_opt": f.loss_opt,
-                    "tokens_per_param": f.tokens_per_param} for f in fits],
+                    "tokens_per_param": f.tokens_per_param, "at_edge": f.at_edge} for f in fits],
         "power_law": fit_power_law(fits) if len(fits) >= 2 else None,
-        "mean_tokens_per_param": float(math.exp(np.mean([math.log(f.tokens_per_param) for f in fits]))),
+        "power_law_interior": fit_power_law(interior) if len(interior) >= 2 else None,
+        "mean_tokens_per_param": _geometric_mean([f.tokens_per_param for f in fits]),
+        "mean_tokens_per_param_interior": _geometric_mean([f.tokens_per_param for f in interior]),
     }
+
+
+def _geometric_mean(values: list[float]) -> float | None:
+    return float(math.exp(np.mean(np.log(values)))) if values else None

@@ -131,12 +131,6 @@ def _palette(scale: str, n: int) -> list[str]:
     return sample_colorscale(scale, [0.88 * i / max(1, n - 1) for i in range(n)])  # the pale ends wash out on white
 
 
-def _at_grid_edge(fit: IsoFlopFit) -> bool:
-    """True when fit_isoflops clipped the optimum to the smallest or largest size measured (no interior minimum)."""
-    a, b, _ = fit.coefficients
-    return a <= 0 or not math.isclose(-b / (2 * a), math.log10(fit.n_opt), abs_tol=1e-9)
-
-
 def isoflop_curves_figure(results: dict) -> go.Figure:
     """Validation loss vs training FLOPs, one line per run, coloured by model size; each budget's best run starred."""
     runs = sorted(results["runs"], key=lambda r: (r["n_params"], r["budget_flops"]))
@@ -177,11 +171,11 @@ def isoflop_profiles_figure(results: dict, fits: list[IsoFlopFit]) -> go.Figure:
         xs = np.linspace(math.log10(n[0]) - 0.1, math.log10(n[-1]) + 0.1, 60)
         fig.add_scatter(x=10**xs, y=np.polyval(fit.coefficients, xs), mode="lines", legendgroup=label,
                         showlegend=False, line={"color": colour, "dash": "dash"}, hoverinfo="skip")
-        edge = _at_grid_edge(fit)
+        edge = fit.at_edge
         fig.add_scatter(x=[fit.n_opt], y=[fit.loss_opt], mode="markers+text", legendgroup=label, showlegend=False,
                         text=[f"N_opt {fit.n_opt / 1e6:.2f}M" + (" (grid edge)" if edge else "")],
-                        textposition="bottom center", textfont={"color": colour},
-                        marker={"symbol": "star-open" if edge else "star", "size": 18, "color": colour,
+                        textposition="bottom right" if fit.n_opt <= n[0] else "bottom center",  # inside the axes
+                        textfont={"color": colour}, marker={"symbol": "star-open" if edge else "star", "size": 18, "color": colour,
                                 "line": {"width": 1.5, "color": colour if edge else "black"}},
                         hovertemplate=f"optimum N = {fit.n_opt:.3g}, D = {fit.d_opt:.3g}<br>{fit.tokens_per_param:.1f}"
                                       f" tokens/param<br>loss {fit.loss_opt:.3f}<extra></extra>")
@@ -200,45 +194,47 @@ def frontier_figure(fits: list[IsoFlopFit], law: ChinchillaLaw | None = None) ->
     fits = sorted(fits, key=lambda f: f.budget)
     c = np.array([f.budget for f in fits])
     grid = np.logspace(math.log10(c.min()) - 0.3, math.log10(c.max()) + 0.3, 50)
-    power = fit_power_law(fits) if len(fits) >= 2 else None
+    interior = [f for f in fits if not f.at_edge]  # an edge optimum is a bound: kept out of the law
+    power = fit_power_law(interior) if len(interior) >= 2 else None
     for key, what, colour, values in (("n", "N_opt (parameters)", "#1f77b4", [f.n_opt for f in fits]),
                                       ("d", "D_opt (tokens)", "#ff7f0e", [f.d_opt for f in fits])):
         fig.add_scatter(x=c, y=values, mode="markers", name=f"measured {what}",
                         marker={"color": colour, "size": 13, "line": {"width": 1.5, "color": "black"},
-                                "symbol": ["circle-open" if _at_grid_edge(f) else "circle" for f in fits]},
+                                "symbol": ["circle-open" if f.at_edge else "circle" for f in fits]},
                         hovertemplate="C %{x:.2g}<br>%{y:.3s}<extra></extra>")
         if power:
             fig.add_scatter(x=grid, y=power[f"{key}_coefficient"] * grid ** power[f"{key}_exponent"], mode="lines",
-                            name=f"fit: {key.upper()}_opt ∝ C^{power[f'{key}_exponent']:.2f}",
+                            name=f"fit (filled points): {key.upper()}_opt ∝ C^{power[f'{key}_exponent']:.2f}",
                             line={"color": colour}, hoverinfo="skip")
     law_n, law_d = zip(*(compute_optimal(float(x), law) for x in grid))
     for name, colour, values in (("N_opt", "#1f77b4", law_n), ("D_opt", "#ff7f0e", law_d)):
         fig.add_scatter(x=grid, y=values, mode="lines", name=f"Chinchilla law {name}", hoverinfo="skip",
                         line={"color": colour, "dash": "dash", "width": 1.5})
-    ours = math.exp(np.mean([math.log(f.tokens_per_param) for f in fits]))
+    ours = math.exp(np.mean([math.log(f.tokens_per_param) for f in (interior or fits)]))
     law_ratio = [d / n for n, d in zip(law_n, law_d)]
     fig.add_annotation(
         xref="paper", yref="paper", x=0.01, y=0.99, xanchor="left", yanchor="top", showarrow=False, align="left",
         bgcolor="rgba(255,255,255,0.85)", bordercolor="#bbb", font={"size": 14},
-        text=f"ours: ≈{ours:.0f} tokens/param (per budget: "
-             + ", ".join(f"{f.tokens_per_param:.0f}" + ("*" if _at_grid_edge(f) else "") for f in fits) + ")"
+        text=f"ours: ≈{ours:.1f} tokens/param{' (interior optima)' if interior else ''} (per budget: "
+             + ", ".join(f"{f.tokens_per_param:.0f}" + ("*" if f.at_edge else "") for f in fits) + ")"
              f"<br>Chinchilla: ≈{chinchilla_tokens_per_param():.0f} tokens/param (70B on 1.4T; Table 3)"
              f"<br>Hoffmann law with D.2 constants, extrapolated here: {min(law_ratio):.0f}-{max(law_ratio):.0f}"
              + ("<br>* optimum at the edge of the sizes tried (open marker): a bound, not a minimum"
-                if any(map(_at_grid_edge, fits)) else ""))
+                if any(f.at_edge for f in fits) else ""))
     fig.update_xaxes(type="log", title=FLOPS_AXIS, exponentformat="power")
     fig.update_yaxes(type="log", title="compute-optimal N (parameters) and D (tokens)", exponentformat="power")
     return _style(fig, "Compute-optimal frontier: ours vs Chinchilla")
 
 
 def our_models_figure(points: list[dict]) -> go.Figure:
-    """Our models' validation loss vs parameters, and measured tokens/s beside it when any point has one."""
+    """Our models' validation loss vs parameters, and measured decode tokens/s beside it when any point has one."""
     points = sorted(points, key=lambda p: p["params"])
     speed = [p for p in points if p.get("tokens_per_s") is not None]
-    panels = [("val_loss", points, "validation loss (nats/token)", "#1f77b4", "linear")]
+    scored = [p for p in points if p.get("val_loss") is not None]  # a user checkpoint has speed only
+    panels = [("val_loss", scored, "validation loss (nats/token)", "#1f77b4", "linear")]
     panels += [("tokens_per_s", speed, "measured tokens/s (log scale)", "#ff7f0e", "log")] if speed else []
     fig = make_subplots(rows=1, cols=len(panels), horizontal_spacing=0.12,
-                        subplot_titles=["validation loss", "generation speed"][:len(panels)])
+                        subplot_titles=["validation loss", "decode speed measured here (latest run)"][:len(panels)])
     for col, (key, pts, title, colour, y_type) in enumerate(panels, start=1):
         fig.add_scatter(x=[p["params"] for p in pts], y=[p[key] for p in pts], mode="lines+markers+text", name=key,
                         text=[p["name"] for p in pts], textposition="top center", line={"dash": "dot"},

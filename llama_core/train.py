@@ -79,12 +79,14 @@ def load_tokens(path: Path) -> np.ndarray:
     return np.memmap(path, dtype=np.uint16, mode="r")
 
 
-def batch_at(tokens: np.ndarray, step: int, config: TrainConfig, seed_offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def batch_at(tokens: np.ndarray, step: int, config: TrainConfig, seed_offset: int = 0,
+             device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """The micro-batches of one step: random windows, reproducible from (seed, step) alone."""
     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step + seed_offset)
     n = config.batch_size * config.grad_accum
     starts = torch.randint(0, len(tokens) - config.seq_len - 1, (n,), generator=generator).tolist()
     windows = torch.from_numpy(np.stack([tokens[s : s + config.seq_len + 1].astype(np.int64) for s in starts]))
+    windows = windows.to(device)
     return windows[:, :-1], windows[:, 1:]  # inputs, targets: (N, T)
 
 
@@ -97,7 +99,7 @@ def make_optimizer(model: Transformer, config: TrainConfig) -> torch.optim.AdamW
 
 
 def loss_on(model: Transformer, inputs: torch.Tensor, targets: torch.Tensor, bf16: bool) -> torch.Tensor:
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=bf16):
         logits = model(inputs).logits
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
@@ -107,7 +109,8 @@ def evaluate(model: Transformer, val_tokens: np.ndarray, config: TrainConfig) ->
     """Mean loss on the same fixed validation windows every time (seeded independently of training)."""
     model.eval()
     single = dataclasses.replace(config, grad_accum=1)
-    losses = [float(loss_on(model, *batch_at(val_tokens, i, single, seed_offset=10**9), config.bf16_autocast))
+    device = next(model.parameters()).device
+    losses = [float(loss_on(model, *batch_at(val_tokens, i, single, 10**9, device), config.bf16_autocast))
               for i in range(config.eval_batches)]
     model.train()
     return sum(losses) / len(losses)
@@ -120,12 +123,15 @@ def _save_state(path: Path, model, optimizer, step: int, elapsed: float, config:
     os.replace(tmp, path)  # atomic: a run killed mid-save keeps the previous checkpoint
 
 
-def train(config: TrainConfig, progress: bool = True, stop_after_steps: int | None = None) -> dict:
+def train(config: TrainConfig, progress: bool = True, stop_after_steps: int | None = None,
+          device: str = "cpu") -> dict:
     """Train (or resume) until the token budget is spent; return the final summary.
 
     `stop_after_steps` ends this call early after that many steps of this call, as a kill
-    would (used by tests and to split a long run into parts).
+    would (used by tests and to split a long run into parts). `device` is not part of the
+    configuration: a run started on a GPU may be resumed on a CPU and the other way round.
     """
+    device = torch.device(device)
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     state_path = out_dir / STATE_FILE
@@ -134,10 +140,11 @@ def train(config: TrainConfig, progress: bool = True, stop_after_steps: int | No
 
     torch.manual_seed(config.seed)
     model = Transformer(config.model)
+    model.to(device)
     optimizer = make_optimizer(model, config)
     step, elapsed = 0, 0.0
     if state_path.exists():
-        state = torch.load(state_path, weights_only=True)
+        state = torch.load(state_path, weights_only=True, map_location="cpu")
         if state["config"] != config.to_dict():
             raise ValueError(f"{state_path} was written by a different configuration; use a new out_dir")
         model.load_state_dict(state["model"])
@@ -154,7 +161,7 @@ def train(config: TrainConfig, progress: bool = True, stop_after_steps: int | No
         lr = learning_rate(step, config)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        inputs, targets = batch_at(train_tokens, step, config)
+        inputs, targets = batch_at(train_tokens, step, config, device=device)
         loss_sum = 0.0
         for micro in range(config.grad_accum):
             rows = slice(micro * config.batch_size, (micro + 1) * config.batch_size)
@@ -168,7 +175,7 @@ def train(config: TrainConfig, progress: bool = True, stop_after_steps: int | No
         steps_this_call += 1
         tokens_seen = step * config.tokens_per_step
         entry = {"step": step, "tokens": tokens_seen, "flops": 6 * n_params * tokens_seen, "lr": lr,
-                 "loss": loss_sum, "elapsed_s": time.perf_counter() - started}
+                 "loss": loss_sum, "elapsed_s": time.perf_counter() - started, "device": device.type}
         if step % config.eval_every == 0 or step == config.total_steps:
             entry["val_loss"] = evaluate(model, val_tokens, config)
         log.write(json.dumps(entry) + "\n")
@@ -181,7 +188,7 @@ def train(config: TrainConfig, progress: bool = True, stop_after_steps: int | No
             break
     bar.close()
     log.close()
-    return {"model": model.eval(), "step": step, "done": step >= config.total_steps,
+    return {"model": model.eval().cpu(), "device": device.type, "step": step, "done": step >= config.total_steps,
             "tokens": step * config.tokens_per_step, "flops": 6 * n_params * step * config.tokens_per_step,
             "elapsed_s": time.perf_counter() - started, "n_params": n_params}
 

@@ -18,6 +18,7 @@ from llama_core.run_figures import (
 from llama_core.run_record import RunRecord
 
 from .registry import ModelRegistry
+from .scaling_panel import our_models_plot
 
 MAX_PROMPT_CHARS = 20_000  # the page's cap; the engine's own (200k) guards the Python API
 SAMPLING_FIELDS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "presence_penalty",
@@ -198,6 +199,16 @@ def make_handlers(registry: ModelRegistry):
         kv_heads = registry.load(record.model_name).args.kv_heads
         return attention_figure(matrix, record.all_pieces(), layer, head_index), heads_figure(matrix, layer, kv_heads)
 
+    def record_speed(record: RunRecord | None, speeds: dict | None):
+        """After a run: keep its decode speed (per session) and redraw the our-models chart."""
+        rate = record.timing()["decode_tokens_per_s"] if record is not None and record.steps else None
+        if not rate or not registry.is_loaded(record.model_name):
+            return gr.skip(), gr.skip()
+        loaded = registry.load(record.model_name)
+        name = (loaded.model_card or {}).get("name", record.model_name)
+        speeds = {**(speeds or {}), name: {"params": loaded.n_params, "tokens_per_s": round(rate, 1)}}
+        return speeds, our_models_plot(speeds)
+
     def generate_json(prompt: str, model: str = "", max_new_tokens: float = 32, temperature: float = 0.0,
                       top_k: float = 0, top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
                       seed: float = -1, stop: str = "", template: str = "plain") -> dict:
@@ -214,8 +225,8 @@ def make_handlers(registry: ModelRegistry):
         return record.to_dict()
 
     return {"switch_model": switch_model, "validate": validate, "generate": generate, "stop": stop,
-            "select_token": select_token,
-            "redraw_attention": redraw_attention, "generate_json": generate_json}
+            "select_token": select_token, "redraw_attention": redraw_attention, "record_speed": record_speed,
+            "generate_json": generate_json}
 
 
 CONTROL_NAMES = ("template", "system", "temperature", "top_k", "top_p", "min_p", "repetition_penalty",

@@ -24,8 +24,23 @@ def bundled_model_points() -> list[dict]:
     return points
 
 
+def our_model_points(speeds: dict[str, dict] | None = None) -> list[dict]:
+    """The bundled models (validation loss from their cards) and every model run in this session,
+    with the decode speed measured by its latest run; `speeds` maps a model's name to
+    {"params", "tokens_per_s"}. A user checkpoint has no validation loss: it shows in speed only."""
+    points = {p["name"]: p for p in bundled_model_points()}
+    for name, measured in (speeds or {}).items():
+        point = points.setdefault(name, {"name": name, "params": measured["params"], "val_loss": None})
+        point["tokens_per_s"] = measured["tokens_per_s"]
+    return list(points.values())
+
+
+def our_models_plot(speeds: dict[str, dict] | None = None) -> go.Figure:
+    return our_models_figure(our_model_points(speeds))
+
+
 def our_experiment_figures() -> list[go.Figure]:
-    """IsoFLOP profiles and the measured frontier (when the results file exists) and our models."""
+    """IsoFLOP profiles and the measured frontier, when the results file exists."""
     figures = []
     if RESULTS.exists():
         results = json.loads(RESULTS.read_text())
@@ -33,7 +48,4 @@ def our_experiment_figures() -> list[go.Figure]:
         figures.append(isoflop_profiles_figure(results, fits))
         if len(fits) >= 2:
             figures.append(frontier_figure(fits))
-    points = bundled_model_points()
-    if points:
-        figures.append(our_models_figure(points))
     return figures

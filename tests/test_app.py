@@ -138,6 +138,10 @@ def test_browser_generate_then_every_panel_shows_the_run(server, browser):
     page.wait_for_selector("#performance .scatterlayer", timeout=30_000)
     labels = " ".join(page.locator("#performance text").all_text_contents())
     assert "LLaMA-13B" in labels and "GPT-3 175B" in labels
+    # The run just made put the default model on the measured-speed panel of our models' chart.
+    page.wait_for_function("document.querySelector('#our-models')?.textContent.includes('decode speed')",
+                           timeout=30_000)
+    page.locator("#our-models").scroll_into_view_if_needed()
     page.screenshot(path=str(OUTPUT / "scaling.png"), full_page=True)
     page.close()
 

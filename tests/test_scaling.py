@@ -4,7 +4,7 @@ import math
 import pytest
 
 from llama_core.config import parameter_count
-from llama_core.scaling import GRID, SIZES, fit_isoflops, fit_power_law, run_config, summarize
+from llama_core.scaling import GRID, SIZES, fit_isoflops, fit_power_law, merge_results, run_config, summarize
 
 
 def synthetic_runs(n_opt_of_budget) -> list[dict]:
@@ -51,3 +51,27 @@ def test_summary_of_a_results_file(tmp_path):
     summary = summarize(str(path))
     assert [o["budget_flops"] for o in summary["optima"]] == [1e12, 1e13, 1e14]
     assert summary["optima"][0]["tokens_per_param"] == pytest.approx(1e12 / 6 / 1e5**2)
+
+
+def test_an_optimum_at_the_smallest_size_is_flagged_and_left_out_of_the_interior_law(tmp_path):
+    # Loss rising with N from the smallest size: the optimum is a bound, not a measurement.
+    runs = synthetic_runs({c: 0.1 * c**0.5 for c in (1e12, 1e13, 1e14)})
+    for run in runs:
+        if run["budget_flops"] == 1e12:
+            run["val_loss"] = 3.0 + 0.1 * math.log10(run["n_params"])
+    fits = fit_isoflops(runs)
+    assert [f.at_edge for f in fits] == [True, False, False]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"runs": runs}))
+    summary = summarize(str(path))
+    assert summary["power_law_interior"]["n_exponent"] == pytest.approx(0.5, abs=0.02)
+    assert summary["power_law"]["n_exponent"] != pytest.approx(summary["power_law_interior"]["n_exponent"], abs=0.02)
+
+
+def test_merge_keeps_grid_order_and_lets_later_files_win(tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    first = {"budget_flops": 2e13, "size": "d64", "val_loss": 9.0}
+    a.write_text(json.dumps({"runs": [first, {"budget_flops": 2e12, "size": "d32", "val_loss": 5.0}]}))
+    b.write_text(json.dumps({"runs": [{**first, "val_loss": 4.0}]}))
+    runs = merge_results([str(a), str(b)], str(tmp_path / "out.json"))
+    assert [(r["size"], r["val_loss"]) for r in runs] == [("d32", 5.0), ("d64", 4.0)]

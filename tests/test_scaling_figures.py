@@ -109,7 +109,7 @@ def test_isoflop_figures_from_a_partial_results_file(figures):
 
     frontier = figures.frontier_figure(fits)
     names = [t.name for t in frontier.data]
-    assert "Chinchilla law N_opt" in names and any(n.startswith("fit: N_opt ∝ C^0.50") for n in names)
+    assert "Chinchilla law N_opt" in names and any(n.startswith("fit (filled points): N_opt ∝ C^0.50") for n in names)
     law_n = trace(frontier, "Chinchilla law N_opt")
     assert law_n.y[0] == pytest.approx(compute_optimal(law_n.x[0])[0])
     assert len(figures.frontier_figure([]).data) == 0
@@ -121,3 +121,21 @@ def test_our_models_figure_adds_a_speed_panel_only_when_measured(figures):
     points[1]["tokens_per_s"] = 120.0
     fig = figures.our_models_figure(points)
     assert len(fig.data) == 2 and list(fig.data[1].y) == [120.0]
+
+
+def test_our_model_points_add_this_sessions_speeds_and_user_checkpoints():
+    from playground.scaling_panel import our_model_points
+
+    speeds = {"playground-16m": {"params": 16_128_384, "tokens_per_s": 40.0},
+              "my-checkpoint": {"params": 5e7, "tokens_per_s": 9.0}}
+    points = {p["name"]: p for p in our_model_points(speeds)}
+    assert points["playground-16m"]["tokens_per_s"] == 40.0 and points["playground-16m"]["val_loss"] < 4
+    assert points["my-checkpoint"]["val_loss"] is None
+    assert "tokens_per_s" not in points["playground-1m"]
+
+
+def test_our_models_figure_leaves_a_checkpoint_without_loss_out_of_the_loss_panel(figures):
+    points = [{"name": "a", "params": 1e6, "val_loss": 2.0, "tokens_per_s": 50.0},
+              {"name": "user", "params": 1e8, "val_loss": None, "tokens_per_s": 5.0}]
+    fig = figures.our_models_figure(points)
+    assert list(fig.data[0].text) == ["a"] and list(fig.data[1].text) == ["a", "user"]
