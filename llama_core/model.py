@@ -106,12 +106,20 @@ class Attention(nn.Module):
         self.wk = nn.Linear(args.dim, args.kv_heads * args.head_dim, bias=False)
         self.wv = nn.Linear(args.dim, args.kv_heads * args.head_dim, bias=False)
         self.wo = nn.Linear(args.n_heads * args.head_dim, args.dim, bias=False)
+        self.fused_qkv: Tensor | None = None  # (C, (H + 2K)·D), set by weight_layout.prepare_for_inference
+
+    def project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        fused = self.fused_qkv
+        if fused is not None and fused.data_ptr() == self.wq.weight.data_ptr():  # still sharing the weights
+            return (x @ fused).split([self.wq.weight.shape[0], self.wk.weight.shape[0], self.wv.weight.shape[0]], -1)
+        return self.wq(x), self.wk(x), self.wv(x)
 
     def forward(self, x, freqs, layer, cache, start_pos, capture):
         B, T, _ = x.shape
-        q = apply_rope(self.wq(x).view(B, T, self.n_heads, self.head_dim), freqs)
-        k = apply_rope(self.wk(x).view(B, T, self.n_kv_heads, self.head_dim), freqs)
-        v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim)
+        q, k, v = self.project_qkv(x)
+        q = apply_rope(q.view(B, T, self.n_heads, self.head_dim), freqs)
+        k = apply_rope(k.view(B, T, self.n_kv_heads, self.head_dim), freqs)
+        v = v.view(B, T, self.n_kv_heads, self.head_dim)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H|K, T, D)
         if cache is not None:
             k, v = cache.store(layer, k, v)  # (B, K, S, D)
@@ -125,9 +133,15 @@ class FeedForward(nn.Module):
         self.w1 = nn.Linear(dim, hidden_dim, bias=False)  # gate
         self.w2 = nn.Linear(hidden_dim, dim, bias=False)  # down
         self.w3 = nn.Linear(dim, hidden_dim, bias=False)  # up
+        self.fused_gate_up: Tensor | None = None  # (C, 2·hidden), set by weight_layout.prepare_for_inference
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))  # SwiGLU
+        fused = self.fused_gate_up
+        if fused is not None and fused.data_ptr() == self.w1.weight.data_ptr():
+            gate, up = (x @ fused).chunk(2, dim=-1)
+        else:
+            gate, up = self.w1(x), self.w3(x)
+        return self.w2(F.silu(gate) * up)  # SwiGLU
 
 
 class TransformerBlock(nn.Module):

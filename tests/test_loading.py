@@ -123,9 +123,12 @@ def test_auto_dtype_upcasts_16_bit_weights_on_the_cpu_when_they_fit(tmp_path, mo
 def test_weights_are_memory_mapped_not_copied(make_checkpoint, layout, file):
     path = make_checkpoint("gqa", layout)
     weights_file = path / file if file else path  # a llama2.c checkpoint is the file itself
-    model = load_checkpoint(path).model
+    model = load_checkpoint(path, fast_layout=False).model
     assert is_file_backed(model.tok_embeddings.weight, weights_file)
     assert is_file_backed(model.layers[1].feed_forward.w2.weight, weights_file)
+    # The fast decode layout stores projections input-major (a copy unless the file already did).
+    w2 = load_checkpoint(path).model.layers[1].feed_forward.w2.weight
+    assert w2.stride() == (1, w2.shape[0])
 
 
 def test_tokenizer_and_model_card_beside_the_weights(tokenizer_path, tokenizer, tmp_path):
