@@ -1,17 +1,20 @@
-"""Decode speed, prefill time and peak memory of llama_core against transformers, on the same weights.
+"""Decode speed, prefill time and peak memory of llama_core against transformers and llama.cpp,
+on the same weights, with each engine's distance from the memory-bandwidth limit.
 
-    python examples/benchmark.py            # stories15M, stories110M, TinyLlama-1.1B × fp32, bf16 (~30-40 min)
+    python examples/benchmark.py            # stories15M, stories110M, TinyLlama-1.1B, every mode (~40 min)
     python examples/benchmark.py --quick    # stories15M only, few tokens: a smoke run
+    python examples/benchmark.py --configs tinyllama-1.1b --modes ours-fp32 transformers-fp32
 
 Each config's weights are made once (a seeded transformers LlamaForCausalLM written with
-save_pretrained) and loaded by both engines. Every engine × config × dtype runs in its own
-subprocess, so each peak RSS belongs to one engine alone. The table goes to stdout, progress
-to stderr.
+save_pretrained, plus a synthetic 32,000-piece SentencePiece vocabulary so that every engine
+loads the same directory) and exported to GGUF for llama.cpp. Every engine × mode runs in its own
+subprocess, so each peak RSS belongs to one engine alone; the engines take turns, `--rounds`
+times, each keeping its best numbers. llama.cpp is the `llama-cpp-python` package (not a
+requirement: `pip install llama-cpp-python==0.3.36` compiles it, about 6 minutes here); without
+it its rows are skipped with a note.
 
-Other work on the machine slows both engines, so they take turns, `--rounds` times, each keeping
-its best numbers, and the footnote says how much CPU other processes took meanwhile. If that is
-much, two threads on two cores collapse (every op waits at a barrier for a descheduled thread):
-compare with `--threads 1` instead.
+The bandwidth limit of a mode is the memory read bandwidth measured in this run (a large tensor
+summed with the same threads) divided by the bytes of weights one decode step must read.
 """
 
 from __future__ import annotations
@@ -20,22 +23,36 @@ import argparse
 import json
 import os
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
 import time
+from importlib.util import find_spec
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from llama_core.config import PRESETS  # noqa: E402
 
 CONFIGS = {"stories15m": "stories15M", "stories110m": "stories110M", "tinyllama-1.1b": "TinyLlama-1.1B"}
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-ENGINES = ("ours", "transformers")
+# mode: (engine, weights). Ours loads with the fast decode layout (the default) unless "plain".
+MODES = {
+    "ours-fp32": ("ours", "fp32"), "ours-plain-fp32": ("ours", "fp32"), "ours-bf16": ("ours", "bf16"),
+    "ours-int8": ("ours", "int8"),
+    "transformers-fp32": ("transformers", "fp32"), "transformers-bf16": ("transformers", "bf16"),
+    "llama.cpp-f32": ("llama.cpp", "f32"), "llama.cpp-f16": ("llama.cpp", "f16"), "llama.cpp-q8_0": ("llama.cpp", "q8_0"),
+}
+DEFAULT_MODES = [m for m in MODES if m != "ours-plain-fp32"]
+# Whom each of our modes is compared with: the same precision, or the nearest the peer has.
+PEERS = {"ours-fp32": ("transformers-fp32", "llama.cpp-f32"), "ours-bf16": ("transformers-bf16", "llama.cpp-f16"),
+         "ours-int8": ("ours-bf16", "llama.cpp-q8_0"), "ours-plain-fp32": ("transformers-fp32", "ours-fp32")}
+BYTES_PER_WEIGHT = {"fp32": 4, "f32": 4, "bf16": 2, "f16": 2, "int8": 1, "q8_0": 34 / 32}
 DECODE_PROMPT_TOKENS = 8
+ATTENTION_CONTEXT = 256  # the issue's yardstick: capture cost with this many positions of context
 SEED = 0
 
 
@@ -44,9 +61,9 @@ def log(message: str) -> None:
 
 
 def prompt_ids(length: int, vocab_size: int) -> list[int]:
-    # Ids from 3 up skip <unk>, <s>, </s>: random weights need no real text, only the same ids in both engines.
+    # <s> then ids from 259 up (past <unk>, <s>, </s> and the 256 byte pieces): any text works for random weights.
     generator = torch.Generator().manual_seed(SEED)
-    return torch.randint(3, vocab_size, (length,), generator=generator).tolist()
+    return [1] + torch.randint(259, vocab_size, (length - 1,), generator=generator).tolist()
 
 
 def decode_rate(stamps: list[float]) -> float:
@@ -55,39 +72,23 @@ def decode_rate(stamps: list[float]) -> float:
     return 1 / statistics.median(b - a for a, b in zip(stamps, stamps[1:]))
 
 
-# --- the two engines, each in its own subprocess --------------------------------------------------
+# --- the engines, each in its own subprocess ---------------------------------------------------
 
 
-class IdTokenizer:
-    """Just enough of llama_core's Tokenizer for id prompts: generate_stream checks ids against
-    `vocab_size`, stops at `eos_id`, and asks `piece`/`decode` for the text of each record."""
-
-    def __init__(self, vocab_size: int):
-        self.vocab_size = vocab_size
-        self.bos_id = 1
-        self.eos_id = -1  # never generated: every run makes exactly the tokens asked for, as min_new_tokens does
-
-    def piece(self, token_id: int) -> str:
-        return f"<{token_id}>"
-
-    def decode(self, ids: list[int]) -> str:
-        return "".join(map(self.piece, ids))
-
-
-def ours(directory: Path, dtype: torch.dtype):
+def ours(directory: Path, weights: str, plain: bool):
     """A `stream(prompt, n, capture)` function over llama_core's real streaming path."""
     from llama_core.generation import generate_stream
     from llama_core.loading import load_checkpoint
     from llama_core.sampling import SamplingParams
 
-    loaded = load_checkpoint(directory, dtype=dtype)
-    tokenizer = IdTokenizer(loaded.args.vocab_size)  # save_pretrained wrote no tokenizer.model
+    options = {"quantize": "int8"} if weights == "int8" else {"dtype": weights}
+    loaded = load_checkpoint(directory, fast_layout=not plain, **options)
 
     def stream(prompt: list[int], n: int, capture: bool = False):
         params = SamplingParams(temperature=0.0, max_new_tokens=n)
         stamps, tokens = [], []
         start = time.perf_counter()
-        for record in generate_stream(loaded.model, tokenizer, prompt, params, capture_attention=capture):
+        for record in generate_stream(loaded.model, loaded.tokenizer, prompt, params, capture_attention=capture):
             stamps.append(time.perf_counter())  # when the consumer sees the token, records and all
             tokens.append(record.token_id)
         return start, stamps, tokens
@@ -95,10 +96,11 @@ def ours(directory: Path, dtype: torch.dtype):
     return stream
 
 
-def transformers_engine(directory: Path, dtype: torch.dtype):
+def transformers_engine(directory: Path, weights: str):
     """The same `stream` interface over LlamaForCausalLM.generate."""
     from transformers import LlamaForCausalLM
 
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[weights]
     model = LlamaForCausalLM.from_pretrained(directory, dtype=dtype).eval()
 
     class Stamps:
@@ -113,7 +115,7 @@ def transformers_engine(directory: Path, dtype: torch.dtype):
         def end(self):
             pass
 
-    def stream(prompt: list[int], n: int):
+    def stream(prompt: list[int], n: int, capture: bool = False):
         input_ids, streamer = torch.tensor([prompt]), Stamps()
         start = time.perf_counter()
         out = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), do_sample=False,
@@ -123,11 +125,41 @@ def transformers_engine(directory: Path, dtype: torch.dtype):
     return stream
 
 
-def worker(engine: str, directory: Path, dtype: str, new_tokens: int, prefill_tokens: int, threads: int) -> dict:
-    """Everything measured for one engine × config × dtype; runs in a fresh process."""
+def llamacpp_engine(directory: Path, weights: str, threads: int, n_ctx: int):
+    """The same interface over llama-cpp-python, on the GGUF exported from the same weights."""
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(directory / f"model-{weights}.gguf"), n_ctx=n_ctx, n_threads=threads,
+                n_threads_batch=threads, n_batch=512, logits_all=False, verbose=False)
+
+    def stream(prompt: list[int], n: int, capture: bool = False):
+        llm.reset()  # else generate() reuses the cached prompt and the prefill costs nothing
+        # EOS does not end generate(); top_k=1 is argmax; repeat_penalty=1 turns off a default-on penalty.
+        tokens = llm.generate(prompt, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0)
+        stamps, out = [], []
+        start = time.perf_counter()
+        for token in tokens:  # the first next() evaluates the prompt
+            stamps.append(time.perf_counter())
+            out.append(token)
+            if len(out) == n:
+                break
+        return start, stamps, out
+
+    return stream
+
+
+def worker(mode: str, directory: Path, new_tokens: int, prefill_tokens: int, threads: int) -> dict:
+    """Everything measured for one config × mode; runs in a fresh process."""
     torch.set_num_threads(threads)
-    stream = (ours if engine == "ours" else transformers_engine)(directory, DTYPES[dtype])
-    vocab_size = json.loads((directory / "config.json").read_text())["vocab_size"]
+    engine, weights = MODES[mode]
+    config = json.loads((directory / "config.json").read_text())
+    if engine == "ours":
+        stream = ours(directory, weights, plain="plain" in mode)
+    elif engine == "transformers":
+        stream = transformers_engine(directory, weights)
+    else:
+        stream = llamacpp_engine(directory, weights, threads, config["max_position_embeddings"])
+    vocab_size = config["vocab_size"]
     decode_prompt = prompt_ids(DECODE_PROMPT_TOKENS, vocab_size)
     prefill_prompt = prompt_ids(prefill_tokens, vocab_size)
     busy_before = cpu_seconds()
@@ -138,8 +170,11 @@ def worker(engine: str, directory: Path, dtype: str, new_tokens: int, prefill_to
     _, stamps, result["tokens"] = stream(decode_prompt, new_tokens)
     result["decode_tps"] = decode_rate(stamps)
     if engine == "ours":
-        stream(decode_prompt, 8, capture=True)
-        result["attention_tps"] = decode_rate(stream(decode_prompt, new_tokens, capture=True)[1])
+        # Attention capture at ATTENTION_CONTEXT positions: the same steps with and without it.
+        long_prompt = prompt_ids(min(ATTENTION_CONTEXT, config["max_position_embeddings"]) - 17, vocab_size)
+        stream(long_prompt, 4, capture=True)
+        result["long_tps"] = decode_rate(stream(long_prompt, 16)[1])
+        result["attention_tps"] = decode_rate(stream(long_prompt, 16, capture=True)[1])
     stream(prefill_prompt, 1)
     start, stamps, _ = stream(prefill_prompt, 1)
     result["prefill_ms"] = (stamps[0] - start) * 1000  # time to first token
@@ -170,11 +205,43 @@ def peak_rss_mb() -> float:
     return int(status.split("VmHWM:")[1].split()[0]) / 1024  # kB
 
 
-# --- the parent: weights, subprocesses, table ---------------------------------------------------
+# --- the parent: weights, bandwidth, subprocesses, table -----------------------------------------
 
 
-def save_random_weights(preset: str, directory: Path) -> None:
-    """A seeded LlamaForCausalLM with the preset's shapes, written as transformers writes real ones."""
+def synthetic_sentencepiece(vocab_size: int) -> bytes:
+    """A serialized SentencePiece ModelProto: <unk> <s> </s>, the 256 byte pieces, then "▁t<i>".
+
+    Random weights need no real vocabulary, but llama.cpp needs one in the GGUF and our loader
+    checks one against the model: this is the smallest valid one, written field by field in
+    protobuf's wire format (the protobuf package is not a dependency)."""
+
+    def varint(n: int) -> bytes:
+        out = bytearray()
+        while True:
+            out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+            n >>= 7
+            if not n:
+                return bytes(out)
+
+    def field(number: int, wire: int, payload: bytes) -> bytes:
+        return varint(number << 3 | wire) + payload
+
+    def message(number: int, payload: bytes) -> bytes:
+        return field(number, 2, varint(len(payload)) + payload)
+
+    def piece(text: str, score: float, kind: int) -> bytes:  # kind: 1 normal, 2 unknown, 3 control, 6 byte
+        return message(1, message(1, text.encode()) + field(2, 5, struct.pack("<f", score)) + field(3, 0, varint(kind)))
+
+    pieces = [piece("<unk>", 0, 2), piece("<s>", 0, 3), piece("</s>", 0, 3)]
+    pieces += [piece(f"<0x{b:02X}>", 0, 6) for b in range(256)]
+    pieces += [piece(f"\u2581t{i}", -float(i), 1) for i in range(vocab_size - len(pieces))]
+    trainer = field(3, 0, varint(2)) + field(35, 0, varint(1))  # model_type BPE, byte_fallback
+    return b"".join(pieces) + message(2, trainer) + message(3, message(1, b"identity"))
+
+
+def save_random_weights(preset: str, directory: Path, gguf_types: set[str]) -> None:
+    """A seeded LlamaForCausalLM with the preset's shapes, written as transformers writes real ones,
+    with a vocabulary beside it and the GGUF files llama.cpp reads."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     args = PRESETS[preset]
@@ -186,20 +253,50 @@ def save_random_weights(preset: str, directory: Path) -> None:
     )
     torch.manual_seed(SEED)
     LlamaForCausalLM(config).save_pretrained(directory)
+    (directory / "tokenizer.model").write_bytes(synthetic_sentencepiece(args.vocab_size))
+    if gguf_types:
+        from llama_core.gguf_export import export_gguf
+        from llama_core.loading import load_checkpoint
+
+        loaded = load_checkpoint(directory, dtype="fp32", fast_layout=False)
+        for gguf_type in sorted(gguf_types):
+            export_gguf(loaded, directory / f"model-{gguf_type}.gguf", dtype=gguf_type)
 
 
-def run_worker(engine: str, directory: Path, dtype: str, args: argparse.Namespace, prefill_tokens: int) -> dict:
-    command = [sys.executable, __file__, "--worker", engine, "--weights", str(directory), "--dtypes", dtype,
-               "--threads", str(args.threads), "--new-tokens", str(args.new_tokens),
-               "--prompt-tokens", str(prefill_tokens)]
+def read_bandwidth_gbs(threads: int) -> float:
+    """Memory read bandwidth: the best of several sums over 1 GiB of fp32, with `threads` threads."""
+    torch.set_num_threads(threads)
+    data = torch.ones(2**28)
+    data.sum()
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        data.sum()
+        times.append(time.perf_counter() - start)
+    return data.numel() * 4 / min(times) / 1e9
+
+
+def bytes_per_token(preset: str, weights: str) -> float:
+    """Weights one decode step reads: every matrix but the embedding (one row of it), at the mode's bytes."""
+    args = PRESETS[preset]
+    head_dim = args.dim // args.n_heads
+    per_layer = args.dim * head_dim * (2 * args.n_heads + 2 * args.kv_heads) + 3 * args.dim * args.ffn_hidden_dim
+    matrices = args.n_layers * per_layer + args.vocab_size * args.dim  # + the output head (tied or not)
+    return matrices * BYTES_PER_WEIGHT[weights]
+
+
+def run_worker(mode: str, directory: Path, args: argparse.Namespace, prefill_tokens: int) -> dict:
+    command = [sys.executable, __file__, "--worker", mode, "--weights", str(directory), "--threads",
+               str(args.threads), "--new-tokens", str(args.new_tokens), "--prompt-tokens", str(prefill_tokens)]
     done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True)  # stderr passes through
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def best(runs: list[dict]) -> dict:
-    """Fastest of each engine's rounds: other work on the machine can only slow a run down."""
+    """Fastest of each mode's rounds: other work on the machine can only slow a run down."""
     result = dict(runs[0])
-    for key, pick in (("decode_tps", max), ("attention_tps", max), ("prefill_ms", min), ("peak_rss_mb", max)):
+    for key, pick in (("decode_tps", max), ("attention_tps", max), ("long_tps", max), ("prefill_ms", min),
+                      ("peak_rss_mb", max)):
         if key in result:
             result[key] = pick(run[key] for run in runs)
     result["others_cpu"] = [run["others_cpu"] for run in runs]
@@ -207,74 +304,85 @@ def best(runs: list[dict]) -> dict:
 
 
 def first_difference(a: list[int], b: list[int]) -> int | None:
-    """Where two greedy runs of the same length part; None when they agree throughout."""
+    """Where two greedy runs part; None when they agree throughout."""
     return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
 
 
-def print_table(rows: list[tuple[str, str, int, dict, dict]], args: argparse.Namespace) -> None:
-    header = ["config", "dtype", "ours decode tok/s", "transformers decode tok/s", "ratio", "ours+attention tok/s",
-              "prefill tokens", "ours prefill ms", "transformers prefill ms", "ratio", "ours peak RSS MB",
-              "transformers peak RSS MB"]
+def print_table(results: dict, bandwidth: float, args: argparse.Namespace, skipped: list[str]) -> None:
+    header = ["config", "mode", "decode tok/s", "vs peer 1", "vs peer 2", "% of bandwidth limit", "prefill ms",
+              "prefill vs transformers", "attention capture cost", "peak RSS MB", "greedy = ours fp32"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
-    for config, dtype, prefill_tokens, a, b in rows:
-        cells = [CONFIGS[config], dtype, f"{a['decode_tps']:.1f}", f"{b['decode_tps']:.1f}",
-                 f"{a['decode_tps'] / b['decode_tps']:.2f}×", f"{a['attention_tps']:.1f}", str(prefill_tokens),
-                 f"{a['prefill_ms']:.0f}", f"{b['prefill_ms']:.0f}", f"{b['prefill_ms'] / a['prefill_ms']:.2f}×",
-                 f"{a['peak_rss_mb']:.0f}", f"{b['peak_rss_mb']:.0f}"]
-        print("| " + " | ".join(cells) + " |")
+    for (config, mode), r in results.items():
+        peers = [(p, results.get((config, p))) for p in PEERS.get(mode, ())]
+        ratios = [f"{r['decode_tps'] / p['decode_tps']:.2f}× {name}" if p else "–" for name, p in peers]
+        ratios += ["–"] * (2 - len(ratios))
+        limit = bandwidth * 1e9 / bytes_per_token(config, MODES[mode][1])
+        transformers = results.get((config, "transformers-" + ("bf16" if MODES[mode][1] in ("bf16", "f16") else "fp32")))
+        prefill = f"{transformers['prefill_ms'] / r['prefill_ms']:.2f}×" if transformers else "–"
+        capture = f"{r['long_tps'] / r['attention_tps']:.2f}×" if "attention_tps" in r else "–"
+        reference = results.get((config, "ours-fp32"))
+        diff = first_difference(r["tokens"], reference["tokens"]) if reference else None
+        same = "–" if reference is None else ("yes" if diff is None else f"no (from token {diff})")
+        print("| " + " | ".join([CONFIGS[config], mode, f"{r['decode_tps']:.1f}", *ratios,
+                                 f"{r['decode_tps'] / limit:.0%}", f"{r['prefill_ms']:.0f}", prefill, capture,
+                                 f"{r['peak_rss_mb']:.0f}", same]) + " |")
     print(f"\nDecode: greedy, {args.new_tokens} new tokens after a {DECODE_PROMPT_TOKENS}-token prompt, from the "
-          f"median gap between tokens as the consumer receives them. Prefill: time to the first token. Each after "
-          f"a warm-up; best of {args.rounds} alternating rounds. Ratio > 1: ours is faster. Torch threads: "
-          f"{args.threads}, torch {torch.__version__}, {os.cpu_count()} CPUs. Peak RSS (VmHWM) counts imports and "
-          "loading.\n")
-    for config, dtype, _, a, b in rows:
-        diff = first_difference(a["tokens"], b["tokens"])
-        same = "yes" if diff is None else f"no, first difference at token {diff}"
-        if dtype != "fp32":
-            same += " (bf16 rounding may legitimately diverge)"
-        busy = "; ".join(f"{name} " + ", ".join(f"{share:.0%}" for share in run["others_cpu"])
-                         for name, run in (("ours", a), ("transformers", b)))
-        print(f"- {CONFIGS[config]} {dtype}: greedy tokens match: {same}; CPU other processes took, by round: {busy}")
+          f"median gap between tokens as the consumer receives them. Prefill: time to the first token of a "
+          f"{args.prompt_tokens}-token prompt (255 for stories15M). \"vs\": decode speed ratio, > 1 means ours is "
+          f"faster. Attention capture cost: decode time with capture on ÷ off, at {ATTENTION_CONTEXT} positions of "
+          f"context. Bandwidth limit: measured read bandwidth {bandwidth:.1f} GB/s ÷ weight bytes per token. "
+          f"Each after a warm-up; best of {args.rounds} alternating rounds. Torch threads (and llama.cpp threads): "
+          f"{args.threads}; torch {torch.__version__}; {os.cpu_count()} CPUs. Peak RSS (VmHWM) counts imports "
+          "and loading.")
+    busy = sorted({f"{share:.0%}" for r in results.values() for share in r["others_cpu"]})
+    print(f"Other processes took {', '.join(busy)} of the CPU during the rounds.")
+    for note in skipped:
+        print(f"- {note}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", choices=CONFIGS, default=list(CONFIGS))
-    parser.add_argument("--dtypes", nargs="+", choices=DTYPES, default=list(DTYPES))
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=DEFAULT_MODES)
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--prompt-tokens", type=int, default=512, help="prefill prompt length (capped by context)")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads, the same for both engines")
-    parser.add_argument("--rounds", type=int, default=2, help="times each engine runs, taking turns; best counts")
+    parser.add_argument("--threads", type=int, default=2, help="threads, the same for every engine")
+    parser.add_argument("--rounds", type=int, default=2, help="times each mode runs, taking turns; best counts")
     parser.add_argument("--quick", action="store_true", help="stories15M only, 32 new tokens, 64-token prefill")
-    parser.add_argument("--worker", choices=ENGINES, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument("--weights", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.worker:
-        result = worker(args.worker, args.weights, args.dtypes[0], args.new_tokens, args.prompt_tokens, args.threads)
-        print(json.dumps(result))
+        print(json.dumps(worker(args.worker, args.weights, args.new_tokens, args.prompt_tokens, args.threads)))
         return
     if args.quick:
         args.configs, args.new_tokens, args.prompt_tokens = ["stories15m"], 32, 64
+    skipped = []
+    if find_spec("llama_cpp") is None:
+        skipped.append("llama.cpp rows skipped: llama-cpp-python is not installed (pip install llama-cpp-python==0.3.36)")
+        args.modes = [m for m in args.modes if MODES[m][0] != "llama.cpp"]
 
-    rows = []
+    bandwidth = read_bandwidth_gbs(args.threads)
+    log(f"memory read bandwidth {bandwidth:.1f} GB/s with {args.threads} threads")
+    results = {}
     for config in args.configs:
         # The prompt plus the one generated token must fit the context (256 for stories15M).
         prefill_tokens = min(args.prompt_tokens, PRESETS[config].max_seq_len - 1)
         with tempfile.TemporaryDirectory(prefix=f"bench-{config}-") as directory:
             log(f"{config}: making seeded random weights")
-            save_random_weights(config, Path(directory))
-            for dtype in args.dtypes:
-                runs = {engine: [] for engine in ENGINES}
-                for round_ in range(args.rounds):
-                    for engine in ENGINES:
-                        run = run_worker(engine, Path(directory), dtype, args, prefill_tokens)
-                        runs[engine].append(run)
-                        log(f"{config} {dtype} {engine} round {round_ + 1}: decode {run['decode_tps']:.1f} tok/s, "
-                            f"prefill {run['prefill_ms']:.0f} ms, others took {run['others_cpu']:.0%} of the CPU")
-                rows.append((config, dtype, prefill_tokens, best(runs["ours"]), best(runs["transformers"])))
-    print_table(rows, args)
+            save_random_weights(config, Path(directory), {MODES[m][1] for m in args.modes if MODES[m][0] == "llama.cpp"})
+            runs = {mode: [] for mode in args.modes}
+            for round_ in range(args.rounds):
+                for mode in args.modes:
+                    run = run_worker(mode, Path(directory), args, prefill_tokens)
+                    runs[mode].append(run)
+                    log(f"{config} {mode} round {round_ + 1}: decode {run['decode_tps']:.1f} tok/s, "
+                        f"prefill {run['prefill_ms']:.0f} ms, others took {run['others_cpu']:.0%} of the CPU")
+            for mode in args.modes:
+                results[(config, mode)] = best(runs[mode])
+    print_table(results, bandwidth, args, skipped)
 
 
 if __name__ == "__main__":
