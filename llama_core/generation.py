@@ -61,6 +61,9 @@ class StepRecord:
     # the whole prompt for index 0 (Tq = S = prompt length), one query row after that.
     attention: Tensor | None = None
     stop_reason: StopReason | None = None
+    # The sampler pipeline over the `top` candidates: (stage name, probability of each candidate
+    # after that stage), raw first and the distribution sampled from last.
+    stages: tuple[tuple[str, tuple[float, ...]], ...] = ()
 
 
 def encode_prompt(tokenizer: Tokenizer, prompt: str | list[int]) -> list[int]:
@@ -192,6 +195,12 @@ def _record(index, token, text, logits, stages, tokenizer, top_n, start, seed, a
     if token not in top_ids:
         top_ids.append(token)
     top_probs, top_filtered = probs[top_ids].tolist(), probs_filtered[top_ids].tolist()
+    stage_probs, previous, after = [], None, None
+    for name, stage_logits in stages:
+        if stage_logits is not previous:  # a stage that changed nothing returns its input: no new softmax
+            after = probs[top_ids] if previous is None else torch.softmax(stage_logits, dim=-1)[top_ids]
+            previous = stage_logits
+        stage_probs.append((name, tuple(after.tolist())))
     top = tuple(
         Alternative(i, tokenizer.piece(i), p, q, stage)
         for i, p, q, stage in zip(top_ids, top_probs, top_filtered, _removed_by(top_ids, stages))
@@ -200,5 +209,5 @@ def _record(index, token, text, logits, stages, tokenizer, top_n, start, seed, a
         index=index, token_id=token, piece=tokenizer.piece(token), text=text,
         prob=float(probs[token]), prob_filtered=float(probs_filtered[token]), logprob=float(logprobs[token]),
         entropy=entropy, top=top, elapsed_s=time.perf_counter() - start, seed=seed,
-        attention=attention, stop_reason=stop_reason,
+        attention=attention, stop_reason=stop_reason, stages=tuple(stage_probs),
     )

@@ -95,7 +95,8 @@ class RunRecord:
                 {"token_id": s.token_id, "piece": s.piece, "text": s.text, "prob": s.prob,
                  "prob_filtered": s.prob_filtered, "logprob": s.logprob, "entropy": s.entropy,
                  "elapsed_s": s.elapsed_s,
-                 "top": [[a.token_id, a.piece, a.prob, a.prob_filtered] for a in s.top]}
+                 "top": [[a.token_id, a.piece, a.prob, a.prob_filtered] for a in s.top],
+                 "stages": [[name, list(values)] for name, values in s.stages]}
                 for s in self.steps
             ],
         }
