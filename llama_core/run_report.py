@@ -1,0 +1,88 @@
+"""A run as a shareable report: JSON that identifies the weights and replays to the same tokens,
+and a self-contained HTML page with the run's figures."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import html
+import json
+
+import torch
+
+from .generation import generate_stream
+from .loading import LoadedModel
+from .run_record import RunRecord
+from .sampling import SamplingParams
+
+REPORT_VERSION = 1
+FULL_HASH_LIMIT = 2**31  # bytes: above this, hash a strided sample of each tensor (a 65B model is 130 GB)
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """SHA-256 over every tensor's name, shape, dtype and bytes (a fixed sample of the bytes for
+    huge models), so two reports can tell whether they ran on the same weights."""
+    state = model.state_dict()
+    total = sum(t.numel() * t.element_size() for t in state.values())
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        flat = tensor.reshape(-1)
+        if total > FULL_HASH_LIMIT:
+            flat = flat[:: max(1, flat.numel() // 4096)]
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return ("sha256:" if total <= FULL_HASH_LIMIT else "sha256-sampled:") + digest.hexdigest()
+
+
+def build_report(record: RunRecord, loaded: LoadedModel) -> dict:
+    """The run's own data plus who made it: model identity with a weights fingerprint."""
+    model = {"name": record.model_name, "source": loaded.source, "format": loaded.format,
+             "parameters": loaded.n_params, "dtype": str(loaded.dtype).removeprefix("torch."),
+             "weights": weights_fingerprint(loaded.model), "config": loaded.args.to_dict()}
+    return {"report_version": REPORT_VERSION, "model_identity": model, **record.to_dict()}
+
+
+def sampling_params_of(report: dict) -> SamplingParams:
+    """The exact sampler of a reported run: its settings with the seed it actually used."""
+    fields = {f.name for f in dataclasses.fields(SamplingParams)}
+    settings = {k: v for k, v in report["settings"].items() if k in fields}
+    settings["stop"] = tuple(settings.get("stop") or ())
+    settings["seed"] = report["seed"]
+    settings["max_new_tokens"] = max(1, len(report["tokens"]))  # a run cut short by Stop replays as far as it went
+    return SamplingParams(**settings)
+
+
+def replay(report: dict, loaded: LoadedModel) -> dict:
+    """Run the reported prompt tokens and sampler again; say whether the same tokens come out."""
+    if report.get("report_version") != REPORT_VERSION:
+        raise ValueError(f"unsupported report version {report.get('report_version')!r} (expected {REPORT_VERSION})")
+    prompt_ids = [t["token_id"] for t in report["prompt_tokens"]]
+    expected = [t["token_id"] for t in report["tokens"]]
+    produced = [s.token_id for s in generate_stream(loaded.model, loaded.tokenizer, prompt_ids,
+                                                    sampling_params_of(report))][: len(expected)]
+    first_difference = next((i for i, (a, b) in enumerate(zip(expected, produced)) if a != b), None)
+    same_weights = report["model_identity"]["weights"] == weights_fingerprint(loaded.model)
+    return {"tokens_match": produced == expected, "first_difference": first_difference, "expected": expected,
+            "produced": produced, "same_weights": same_weights}
+
+
+def report_html(report: dict, figures: list) -> str:
+    """One HTML file that opens anywhere offline: the text, the settings and the plotly figures
+    (plotly.js inlined once), with the JSON embedded for re-import."""
+    identity = report["model_identity"]
+    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(json.dumps(v))}</td></tr>"
+                   for k, v in report["settings"].items())
+    plots = "".join(fig.to_html(full_html=False, include_plotlyjs="inline" if i == 0 else False)
+                    for i, fig in enumerate(figures))
+    embedded = json.dumps(report).replace("</", "<\\/")  # a "</script>" in generated text must not end the tag
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>LLaMA Playground run</title>"
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}pre{white-space:pre-wrap;"
+        "background:#f6f6f6;padding:1em}td,th{text-align:left;padding:2px 8px}</style></head><body>"
+        f"<h1>LLaMA Playground run</h1><p><b>{html.escape(identity['name'])}</b> · {identity['parameters']:,} "
+        f"parameters · {html.escape(identity['dtype'])} · weights {html.escape(identity['weights'][:23])}… · "
+        f"seed {report['seed']}</p><h2>Prompt</h2><pre>{html.escape(report['prompt'])}</pre>"
+        f"<h2>Output</h2><pre>{html.escape(report['text'])}</pre><h2>Settings</h2><table>{rows}</table>"
+        f"<h2>Figures</h2>{plots}<script type='application/json' id='run-report'>{embedded}</script></body></html>"
+    )
