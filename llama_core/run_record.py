@@ -79,6 +79,13 @@ class RunRecord:
             matrix[:, :, q, : row.shape[-1]] = row[:, :, 0, :]
         return matrix
 
+    def branch_prompt(self, step_index: int, token_id: int) -> list[int]:
+        """Token ids to continue from if step `step_index` had chosen `token_id` instead: the
+        prompt, the tokens generated before that step, then the forced token."""
+        if not 0 <= step_index < len(self.steps):
+            raise IndexError(f"step {step_index} is not in this run of {len(self.steps)} tokens")
+        return self.prompt_ids + [s.token_id for s in self.steps[:step_index]] + [token_id]
+
     def to_dict(self) -> dict:
         """JSON-ready summary: settings, timings and each token with its alternatives."""
         return {

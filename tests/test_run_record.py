@@ -51,3 +51,20 @@ def test_figures_show_the_run(tiny_model, tokenizer):
     assert list(heatmap.layout.yaxis.ticktext) == [visible_piece(p) for p in record.all_pieces()[:size]]
     assert visible_piece(" the") == "␣the" and visible_piece("\n") == "↵" and visible_piece("x") == "x"
     assert len(heads_figure(record.attention_matrix(), 0, n_kv_heads=2).data) == 4
+
+
+def test_branching_with_the_greedy_choice_reproduces_the_greedy_run(tiny_model, tokenizer):
+    from llama_core.generation import encode_prompt, generate_stream
+    from llama_core.sampling import SamplingParams
+
+    ids = encode_prompt(tokenizer, "Alice was")
+    record = RunRecord.start("tiny", tokenizer, "Alice was", ids, {})
+    for step in generate_stream(tiny_model, tokenizer, ids, SamplingParams(temperature=0, max_new_tokens=12)):
+        record.add(step)
+    greedy = [s.token_id for s in record.steps]
+    branch = record.branch_prompt(4, greedy[4])
+    rest = [s.token_id for s in generate_stream(tiny_model, tokenizer, branch,
+                                                SamplingParams(temperature=0, max_new_tokens=7))]
+    assert branch[len(ids):] + rest == greedy
+    other = next(a.token_id for a in record.steps[4].top if a.token_id != greedy[4])
+    assert record.branch_prompt(4, other)[-1] == other and len(record.branch_prompt(4, other)) == len(ids) + 5
