@@ -88,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="merge these results files into --results (later files win), then fit")
     grid.add_argument("--budgets", type=float, nargs="+", default=None,
                       help="run only these budgets of the grid (e.g. 2e13 6e13), to split it across processes")
+
+    gguf = commands.add_parser("export-gguf", help="write a checkpoint as one GGUF file for llama.cpp, Ollama, LM Studio")
+    gguf.add_argument("--model", required=True, help="checkpoint directory or file, or a Hugging Face repo id")
+    gguf.add_argument("--out", required=True, help="the .gguf file to write")
+    gguf.add_argument("--dtype", default="f32", choices=["f32", "f16", "q8_0"], help="type of the weight matrices")
     return parser
 
 
@@ -221,8 +226,16 @@ def run_scaling_grid(args) -> int:
     return 0
 
 
+def run_export_gguf(args) -> int:
+    from .gguf_export import export_gguf  # deferred: only this command needs the gguf package
+
+    out = export_gguf(args.model, args.out, args.dtype)
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {args.dtype})")
+    return 0
+
+
 COMMANDS = {"generate": run_generate, "info": run_info, "corpus": run_corpus, "train": run_train,
-            "export-run": run_export, "scaling-grid": run_scaling_grid}
+            "export-run": run_export, "scaling-grid": run_scaling_grid, "export-gguf": run_export_gguf}
 
 
 def main(argv: list[str] | None = None) -> int:

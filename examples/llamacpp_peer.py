@@ -1,0 +1,125 @@
+"""llama.cpp as a benchmark peer: greedy decoding of a GGUF file exported by `python -m llama_core export-gguf`.
+
+    pip install llama-cpp-python    # compiles llama.cpp (minutes); not a project dependency
+    python examples/llamacpp_peer.py --gguf model.gguf --prompt-ids 1,391,308,426,618,295,266 --new-tokens 64 --threads 2
+    python examples/llamacpp_peer.py --compare models/playground-16m --new-tokens 64
+
+The first form prints one JSON object (tokens, prefill time, decode rate, peak RSS), so a benchmark
+can run it in its own process, where the peak RSS belongs to llama.cpp alone. The second exports
+the model in f32, f16 and q8_0 and prints how many of llama.cpp's greedy tokens equal ours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+DEFAULT_PROMPT = "The history of the"
+
+
+def run_llamacpp(gguf_path: str | Path, prompt_ids: list[int], n_new: int, threads: int) -> dict:
+    """Greedy-decode `n_new` tokens after `prompt_ids` (BOS included) with llama.cpp, timing each token."""
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(gguf_path), n_ctx=len(prompt_ids) + n_new, n_threads=threads,
+                n_threads_batch=threads, logits_all=False, verbose=False)
+
+    def stream(n: int) -> tuple[float, list[float], list[int]]:
+        llm.reset()  # otherwise generate() reuses the cached prompt and the prefill costs nothing
+        # top_k=1 and temp=0 make it argmax; repeat_penalty=1 turns off the penalty some paths default on.
+        tokens = llm.generate(prompt_ids, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0)
+        stamps, out = [], []
+        start = time.perf_counter()
+        for token in tokens:  # the first next() evaluates the prompt; EOS does not stop it
+            stamps.append(time.perf_counter())
+            out.append(token)
+            if len(out) == n:
+                break
+        return start, stamps, out
+
+    stream(min(n_new, 8))  # warm-up, as examples/benchmark.py does for both engines
+    start, stamps, tokens = stream(n_new)
+    return {
+        "tokens": tokens,
+        "prefill_ms": (stamps[0] - start) * 1000,  # time to first token
+        "decode_tokens_per_s": decode_rate(stamps) if len(stamps) > 1 else None,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def decode_rate(stamps: list[float]) -> float:
+    """Tokens per second from the median gap between tokens, as examples/benchmark.py measures ours."""
+    return 1 / statistics.median(b - a for a, b in zip(stamps, stamps[1:]))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM; not ru_maxrss, which Linux carries across fork and exec)."""
+    status = Path("/proc/self/status").read_text()
+    return int(status.split("VmHWM:")[1].split()[0]) / 1024  # kB
+
+
+def compare(model_dir: Path, prompt: str, n_new: int, threads: int, dtypes: list[str]) -> list[dict]:
+    """Export `model_dir` in each dtype and count how many of llama.cpp's greedy tokens equal ours (fp32)."""
+    import torch
+
+    from llama_core.generation import generate_stream
+    from llama_core.gguf_export import export_gguf
+    from llama_core.loading import load_checkpoint
+    from llama_core.sampling import SamplingParams
+
+    torch.set_num_threads(threads)
+    loaded = load_checkpoint(model_dir, dtype=torch.float32)
+    prompt_ids = loaded.tokenizer.encode(prompt, bos=True)
+    params = SamplingParams(temperature=0.0, max_new_tokens=n_new)
+    ours = [r.token_id for r in generate_stream(loaded.model, loaded.tokenizer, prompt_ids, params)]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="gguf-peer-") as folder:
+        for dtype in dtypes:
+            path = export_gguf(loaded, Path(folder) / f"model-{dtype}.gguf", dtype)
+            theirs = run_llamacpp(path, prompt_ids, n_new, threads)
+            # Ours stops at EOS; llama.cpp's generate() does not, so compare our length.
+            same = next((i for i, (a, b) in enumerate(zip(ours, theirs["tokens"])) if a != b), len(ours))
+            rows.append({"model": model_dir.name, "dtype": dtype, "matching_prefix": same, "of": len(ours),
+                         "equal": sum(a == b for a, b in zip(ours, theirs["tokens"])),
+                         "llamacpp_tokenizes_alike": _llamacpp_tokens(path, prompt) == prompt_ids,
+                         "llamacpp_decode_tokens_per_s": theirs["decode_tokens_per_s"]})
+    return rows
+
+
+def _llamacpp_tokens(gguf_path: Path, text: str) -> list[int]:
+    """llama.cpp's own tokenization of `text`: a check that the exported vocabulary works as ours does."""
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(gguf_path), vocab_only=True, verbose=False)
+    return llm.tokenize(text.encode("utf-8"), add_bos=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gguf", type=Path, help="GGUF file to run (prints one JSON object)")
+    parser.add_argument("--prompt-ids", help="comma-separated prompt token ids, BOS included")
+    parser.add_argument("--compare", type=Path, metavar="MODEL_DIR", help="export this model and compare tokens")
+    parser.add_argument("--prompt", default=DEFAULT_PROMPT, help="prompt text for --compare")
+    parser.add_argument("--dtypes", nargs="+", default=["f32", "f16", "q8_0"], choices=["f32", "f16", "q8_0"])
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    if args.compare:
+        for row in compare(args.compare, args.prompt, args.new_tokens, args.threads, args.dtypes):
+            print(json.dumps(row))
+    elif args.gguf and args.prompt_ids:
+        ids = [int(x) for x in args.prompt_ids.split(",")]
+        print(json.dumps(run_llamacpp(args.gguf, ids, args.new_tokens, args.threads)))
+    else:
+        parser.error("pass --gguf with --prompt-ids, or --compare MODEL_DIR")
+
+
+if __name__ == "__main__":
+    main()

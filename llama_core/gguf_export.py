@@ -1,0 +1,150 @@
+"""Export a model to GGUF, the one-file format that llama.cpp, Ollama and LM Studio load.
+
+The file holds llama.cpp's `llama` architecture: its hyper-parameter keys, the SentencePiece
+vocabulary as llama.cpp's "llama" tokenizer reads it, and the weights under GGUF's tensor names.
+Our weights are already in Meta's layout, which is what llama.cpp expects: its converter
+un-permutes Hugging Face's q/k back to Meta's interleaved rotary pairs ("normal" rope, not NeoX),
+so wq/wk go in as they are.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gguf
+import numpy as np
+import torch
+from gguf import MODEL_TENSOR, LlamaFileType, TokenType
+from gguf import GGMLQuantizationType as QType
+
+from .errors import ParameterError, TokenizerError
+from .loading import LoadedModel, load_checkpoint
+from .tokenizer import Tokenizer
+
+# --dtype → (type of the 2-D weight matrices, the file type llama.cpp reports). Norms stay f32 in every
+# case, as llama.cpp's own converter keeps them: they are tiny and the RMSNorm scale is precision-sensitive.
+EXPORT_DTYPES: dict[str, tuple[QType, LlamaFileType]] = {
+    "f32": (QType.F32, LlamaFileType.ALL_F32),
+    "f16": (QType.F16, LlamaFileType.MOSTLY_F16),
+    "q8_0": (QType.Q8_0, LlamaFileType.MOSTLY_Q8_0),
+}
+
+# Meta's names → GGUF's, taken from gguf's own table so a rename upstream cannot slip past us.
+GLOBAL_TENSORS = {
+    "tok_embeddings": MODEL_TENSOR.TOKEN_EMBD,
+    "norm": MODEL_TENSOR.OUTPUT_NORM,
+    "output": MODEL_TENSOR.OUTPUT,
+}
+BLOCK_TENSORS = {
+    "attention.wq": MODEL_TENSOR.ATTN_Q,
+    "attention.wk": MODEL_TENSOR.ATTN_K,
+    "attention.wv": MODEL_TENSOR.ATTN_V,
+    "attention.wo": MODEL_TENSOR.ATTN_OUT,
+    "feed_forward.w1": MODEL_TENSOR.FFN_GATE,
+    "feed_forward.w2": MODEL_TENSOR.FFN_DOWN,
+    "feed_forward.w3": MODEL_TENSOR.FFN_UP,
+    "attention_norm": MODEL_TENSOR.ATTN_NORM,
+    "ffn_norm": MODEL_TENSOR.FFN_NORM,
+}
+
+
+def gguf_tensor_name(name: str) -> str:
+    """GGUF's name for one of our parameters: 'layers.3.attention.wq.weight' → 'blk.3.attn_q.weight'."""
+    stem = name.removesuffix(".weight")
+    if stem in GLOBAL_TENSORS:
+        return gguf.TENSOR_NAMES[GLOBAL_TENSORS[stem]] + ".weight"
+    _, layer, rest = stem.split(".", 2)  # "layers", "3", "attention.wq"
+    return gguf.TENSOR_NAMES[BLOCK_TENSORS[rest]].format(bid=int(layer)) + ".weight"
+
+
+def export_gguf(model_dir_or_loaded: str | Path | LoadedModel, out_path: str | Path, dtype: str = "f32") -> Path:
+    """Write a checkpoint (any format load_checkpoint reads) or an already loaded model as a GGUF file."""
+    if dtype not in EXPORT_DTYPES:
+        raise ParameterError("dtype", f"one of {', '.join(EXPORT_DTYPES)}", dtype)
+    loaded = model_dir_or_loaded
+    if not isinstance(loaded, LoadedModel):
+        loaded = load_checkpoint(model_dir_or_loaded, dtype=torch.float32)
+    if loaded.tokenizer is None:
+        raise TokenizerError(f"no tokenizer.model found next to {loaded.path}; GGUF files carry their vocabulary")
+    matrix_type, file_type = EXPORT_DTYPES[dtype]
+    out_path = Path(out_path)
+    writer = gguf.GGUFWriter(out_path, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
+    _add_hyperparameters(writer, loaded, file_type)
+    _add_vocabulary(writer, loaded.tokenizer)
+    for name, tensor in loaded.model.state_dict().items():
+        if name == "output.weight" and loaded.args.tie_embeddings:
+            continue  # llama.cpp reuses token_embd when the file has no output head
+        data, qtype = _encode(tensor.detach().float().cpu().numpy(), matrix_type)
+        writer.add_tensor(gguf_tensor_name(name), data, raw_dtype=qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return out_path
+
+
+def _encode(weights: np.ndarray, matrix_type: QType) -> tuple[np.ndarray, QType]:
+    """One tensor in the file's type: vectors (norms) stay f32; a matrix whose rows are not whole
+    32-value Q8_0 blocks falls back to f16, as llama.cpp's converter does."""
+    if weights.ndim == 1 or matrix_type == QType.F32:
+        return weights, QType.F32
+    if matrix_type == QType.F16:
+        return weights.astype(np.float16), QType.F16
+    try:
+        return gguf.quants.quantize(weights, matrix_type), matrix_type
+    except gguf.QuantError:
+        return weights.astype(np.float16), QType.F16
+
+
+def _add_hyperparameters(writer: gguf.GGUFWriter, loaded: LoadedModel, file_type: LlamaFileType) -> None:
+    args = loaded.args
+    card = loaded.model_card or {}
+    writer.add_name(str(card.get("name") or loaded.path.name))
+    writer.add_file_type(file_type)
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    writer.add_context_length(args.max_seq_len)
+    writer.add_embedding_length(args.dim)
+    writer.add_block_count(args.n_layers)
+    writer.add_feed_forward_length(args.ffn_hidden_dim)
+    writer.add_head_count(args.n_heads)
+    writer.add_head_count_kv(args.kv_heads)
+    writer.add_rope_dimension_count(args.head_dim)
+    writer.add_layer_norm_rms_eps(args.norm_eps)
+    writer.add_rope_freq_base(args.rope_theta)
+    writer.add_vocab_size(args.vocab_size)
+
+
+def _add_vocabulary(writer: gguf.GGUFWriter, tokenizer: Tokenizer) -> None:
+    """The SentencePiece model as llama.cpp's "llama" tokenizer reads it: pieces, scores, token types."""
+    sp = tokenizer.processor
+    pieces, scores, types = [], [], []
+    for token_id in range(tokenizer.vocab_size):
+        pieces.append(sp.id_to_piece(token_id).encode("utf-8"))
+        scores.append(sp.get_score(token_id))
+        types.append(_token_type(sp, token_id))
+    writer.add_tokenizer_model("llama")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(pieces)
+    writer.add_token_scores(scores)
+    writer.add_token_types(types)
+    for add_id, token_id in ((writer.add_bos_token_id, sp.bos_id()), (writer.add_eos_token_id, sp.eos_id()),
+                             (writer.add_unk_token_id, sp.unk_id()), (writer.add_pad_token_id, sp.pad_id())):
+        if token_id >= 0:  # SentencePiece says -1 for a special token the model lacks (usually pad)
+            add_id(token_id)
+    writer.add_add_bos_token(True)  # our encode() prepends <s>, so llama.cpp's tokenizer must too
+    writer.add_add_eos_token(False)
+    # Whether "hello" becomes "▁hello": llama.cpp must add the same dummy prefix SentencePiece does.
+    writer.add_add_space_prefix(sp.encode_as_pieces("a")[0].startswith("\u2581"))
+
+
+def _token_type(sp, token_id: int) -> TokenType:
+    # Same order as llama.cpp's converter: a byte-fallback piece "<0x0A>" is BYTE, <s> and </s> CONTROL.
+    if sp.is_unknown(token_id):
+        return TokenType.UNKNOWN
+    if sp.is_control(token_id):
+        return TokenType.CONTROL
+    if sp.is_unused(token_id):
+        return TokenType.UNUSED
+    if sp.is_byte(token_id):
+        return TokenType.BYTE
+    return TokenType.NORMAL
