@@ -85,3 +85,10 @@ def test_module_entry_point_runs(checkpoint):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "format: hf" in done.stdout and "val_loss: 1.23" in done.stdout
+
+
+def test_generate_with_int8_weights(checkpoint, capsys):
+    code = main(["generate", "--model", str(checkpoint), "--prompt", "Alice was", "--temperature", "0",
+                 "--max-new-tokens", "4", "--json", "--quantize", "int8"])
+    assert code == 0
+    assert len(capsys.readouterr().out.splitlines()) == 4
