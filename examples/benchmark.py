@@ -329,7 +329,7 @@ def print_table(results: dict, bandwidth: float, args: argparse.Namespace, skipp
                                  f"{r['peak_rss_mb']:.0f}", same]) + " |")
     print(f"\nDecode: greedy, {args.new_tokens} new tokens after a {DECODE_PROMPT_TOKENS}-token prompt, from the "
           f"median gap between tokens as the consumer receives them. Prefill: time to the first token of a "
-          f"{args.prompt_tokens}-token prompt (255 for stories15M). \"vs\": decode speed ratio, > 1 means ours is "
+          f"{args.prompt_tokens}-token prompt (at most the context − 1: 255 for stories15M). \"vs\": decode speed ratio, > 1 means ours is "
           f"faster. Attention capture cost: decode time with capture on ÷ off, at {ATTENTION_CONTEXT} positions of "
           f"context. Bandwidth limit: measured read bandwidth {bandwidth:.1f} GB/s ÷ weight bytes per token. "
           f"Each after a warm-up; best of {args.rounds} alternating rounds. Torch threads (and llama.cpp threads): "
