@@ -108,12 +108,12 @@ class Attention(nn.Module):
         self.wk = nn.Linear(args.dim, args.kv_heads * args.head_dim, bias=False)
         self.wv = nn.Linear(args.dim, args.kv_heads * args.head_dim, bias=False)
         self.wo = nn.Linear(args.n_heads * args.head_dim, args.dim, bias=False)
-        self.fused_qkv: Tensor | None = None  # (C, (H + 2K)·D), set by weight_layout.prepare_for_inference
+        self.fused_qkv: Tensor | None = None  # ((H + 2K)·D, C), set by weight_layout.prepare_for_inference
 
     def project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         fused = self.fused_qkv
         if fused is not None and fused.data_ptr() == self.wq.weight.data_ptr():  # still sharing the weights
-            return (x @ fused).split([self.wq.weight.shape[0], self.wk.weight.shape[0], self.wv.weight.shape[0]], -1)
+            return F.linear(x, fused).split([self.wq.weight.shape[0], self.wk.weight.shape[0], self.wv.weight.shape[0]], -1)
         return self.wq(x), self.wk(x), self.wv(x)
 
     def forward(self, x, freqs, layer, cache, start_pos, capture):
@@ -135,12 +135,12 @@ class FeedForward(nn.Module):
         self.w1 = nn.Linear(dim, hidden_dim, bias=False)  # gate
         self.w2 = nn.Linear(hidden_dim, dim, bias=False)  # down
         self.w3 = nn.Linear(dim, hidden_dim, bias=False)  # up
-        self.fused_gate_up: Tensor | None = None  # (C, 2·hidden), set by weight_layout.prepare_for_inference
+        self.fused_gate_up: Tensor | None = None  # (2·hidden, C), set by weight_layout.prepare_for_inference
 
     def forward(self, x: Tensor) -> Tensor:
         fused = self.fused_gate_up
         if fused is not None and fused.data_ptr() == self.w1.weight.data_ptr():
-            gate, up = (x @ fused).chunk(2, dim=-1)
+            gate, up = F.linear(x, fused).chunk(2, dim=-1)
         else:
             gate, up = self.w1(x), self.w3(x)
         return self.w2(F.silu(gate) * up)  # SwiGLU
