@@ -7,11 +7,15 @@ import os
 from pathlib import Path
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from llama_core.published import BENCHMARKS, published_models
 from llama_core.scaling_figures import params_vs_benchmark_figure, tokens_per_param_figure
 from llama_core.templates import TEMPLATES
-from playground.handlers import MAX_PROMPT_CHARS, make_handlers
+from playground.access import LocalOriginGuard, LoginThrottle, QueueAdmission, RateLimiter, parse_auth
+from playground.controls import MAX_PROMPT_CHARS, SLIDERS
+from playground.dependency_floors import require_dependency_floors
+from playground.handlers import make_handlers
 from playground.registry import BUNDLED_DIR, ModelRegistry, discover
 from playground.scaling_panel import our_experiment_figures, our_models_plot
 
@@ -23,14 +27,22 @@ element.addEventListener('click', (event) => {
 });
 """
 CSS = ".tok { cursor: pointer; border-radius: 3px; padding: 0 1px; } .tok:hover { outline: 1px solid #555; }"
+PUBLIC_RATE_LIMIT = 10  # generations a minute per client, by default on share links and Spaces
+FAILED_LOGINS_PER_MINUTE = 5
 
 
-def build_app(registry: ModelRegistry) -> gr.Blocks:
-    handlers = make_handlers(registry)
+def slider(name: str) -> gr.Slider:
+    control = SLIDERS[name]
+    return gr.Slider(control.minimum, control.maximum, value=control.default, step=control.step, label=control.label)
+
+
+def build_app(registry: ModelRegistry, limiter: RateLimiter | None = None) -> gr.Blocks:
+    handlers = make_handlers(registry, limiter)
     with gr.Blocks(title="LLaMA Playground") as demo:
         gr.Markdown("# 🦙 LLaMA Playground\nGenerate with a LLaMA model, then look inside: the probability of "
                     "every token and the alternatives, attention maps, and how model size and training tokens trade off.")
-        run_state = gr.State(None)
+        run_state = gr.State(None, time_to_live=3600)  # a run's attention rows are big; an idle session drops them
+        active_model = gr.State(registry.default)  # the last model this session loaded, to return to on a failure
         speeds = gr.State({})  # model name -> params and decode tokens/s of its latest run, this session
         selected_step = gr.State(0)
         with gr.Tab("Generate"):
@@ -51,14 +63,8 @@ def build_app(registry: ModelRegistry) -> gr.Blocks:
                     output = gr.Textbox(label="Output", lines=8, interactive=False, elem_id="output")
                     status = gr.Markdown(elem_id="status")
                 with gr.Column(scale=2):
-                    temperature = gr.Slider(0, 2, value=0.8, step=0.01, label="Temperature (0 = greedy)")
-                    top_k = gr.Slider(0, 200, value=0, step=1, label="Top-k (0 = off)")
-                    top_p = gr.Slider(0.01, 1, value=1.0, step=0.01, label="Top-p (1 = off)")
-                    min_p = gr.Slider(0, 1, value=0.0, step=0.01, label="Min-p (0 = off)")
-                    repetition_penalty = gr.Slider(0.5, 2, value=1.0, step=0.01, label="Repetition penalty (1 = off)")
-                    presence_penalty = gr.Slider(-2, 2, value=0.0, step=0.05, label="Presence penalty")
-                    frequency_penalty = gr.Slider(-2, 2, value=0.0, step=0.05, label="Frequency penalty")
-                    max_new_tokens = gr.Slider(1, 512, value=96, step=1, label="Max new tokens")
+                    temperature, top_k, top_p, min_p, repetition_penalty, presence_penalty, frequency_penalty, \
+                        max_new_tokens = (slider(name) for name in SLIDERS)
                     seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random; the seed used is reported)")
                     stop = gr.Textbox(label="Stop sequences (one per line; \\n = newline)", lines=2)
                     capture = gr.Checkbox(value=True, label="Record attention (for the Attention tab)")
@@ -90,15 +96,20 @@ def build_app(registry: ModelRegistry) -> gr.Blocks:
                     frequency_penalty, max_new_tokens, seed, stop, capture]
         run_outputs = [output, status, run_state, token_view, alternatives_plot, probability_plot, attention_plot,
                        heads_plot, selected_step, layer, head]
+        # preprocess=False: values reach the validator as sent, so its checks (not Gradio's, which let
+        # NaN through and name no parameter) answer a bad request, before it joins the queue.
         generation = generate_button.click(
-            handlers["generate"], [model, prompt, *controls], run_outputs, validator=handlers["validate"],
-            concurrency_id="model", concurrency_limit=1, api_name="stream",
+            handlers["generate"], [model, prompt, *controls], run_outputs, validator=handlers["validate_stream"],
+            preprocess=False, concurrency_id="model", concurrency_limit=1, api_name="stream",
         )
         generation.then(handlers["record_speed"], [run_state, speeds], [speeds, our_models],
                         api_visibility="private")
         stop_button.click(handlers["stop"], run_state, run_outputs, cancels=[generation], api_visibility="private")
-        model.change(handlers["switch_model"], [model, max_new_tokens], [model_info, max_new_tokens],
-                     concurrency_id="model", api_name="load_model")
+        switch = model.change(handlers["switch_model"], [model, max_new_tokens], [model_info, max_new_tokens],
+                              concurrency_id="model", api_name="load_model")
+        # A model that fails to load leaves the menu on the model this session still has.
+        switch.success(lambda label: label, model, active_model, api_visibility="private")
+        switch.failure(lambda label: label, active_model, model, api_visibility="private")
         demo.load(handlers["switch_model"], [model, max_new_tokens], [model_info, max_new_tokens],
                   concurrency_id="model", api_visibility="private")
         token_view.click(handlers["select_token"], run_state, [token_view, alternatives_plot, selected_step],
@@ -109,7 +120,9 @@ def build_app(registry: ModelRegistry) -> gr.Blocks:
         label_to_id = {label: key for key, label in BENCHMARKS.items()}
         benchmark.change(lambda label: params_vs_benchmark_figure(models, label_to_id[label]), benchmark,
                          performance_plot, api_visibility="private")
-        gr.api(handlers["generate_json"], api_name="generate", concurrency_id="model", concurrency_limit=1)
+        api = gr.api(handlers["generate_json"], api_name="generate", concurrency_id="model", concurrency_limit=1)
+        # gr.api takes no validator= (Gradio 6.31), but the event it creates runs one like any other.
+        demo.fns[api["id"]].validator = handlers["validate_api"]
     return demo
 
 
@@ -123,22 +136,44 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0" if on_space else "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     parser.add_argument("--queue-size", type=int, default=16)
-    return parser.parse_args(argv)
+    parser.add_argument("--auth", default=os.environ.get("PLAYGROUND_AUTH"),
+                        help="user:password required to use the app (or set PLAYGROUND_AUTH, which ps cannot show)")
+    parser.add_argument("--rate-limit", type=int, default=None,
+                        help=f"generations a minute per client address; 0 = none (default: {PUBLIC_RATE_LIMIT} with "
+                             "--share or on a Space, else none)")
+    args = parser.parse_args(argv)
+    try:
+        args.auth = parse_auth(args.auth)
+    except ValueError as error:
+        parser.error(str(error))
+    if args.rate_limit is None:
+        args.rate_limit = PUBLIC_RATE_LIMIT if args.share or on_space else 0
+    return args
+
+
+def launch(demo: gr.Blocks, args: argparse.Namespace, blocked_paths: list[str], **overrides):
+    """Queue and serve `demo` with what a public app needs (each setting is checked in tests/test_reliability_*)."""
+    # One model job at a time on a CPU; a bounded queue; the API cannot skip the queue.
+    demo.queue(max_size=args.queue_size, default_concurrency_limit=1, api_open=False)
+    middleware = [Middleware(LocalOriginGuard), Middleware(QueueAdmission)]
+    if args.auth:
+        middleware.append(Middleware(LoginThrottle, limiter=RateLimiter(FAILED_LOGINS_PER_MINUTE)))
+    return demo.launch(**{
+        "server_name": args.host, "server_port": args.port, "share": args.share and "SPACE_ID" not in os.environ,
+        "auth": [args.auth] if args.auth else None, "app_kwargs": {"middleware": middleware},
+        "show_error": False, "enable_monitoring": False, "max_file_size": "1mb", "blocked_paths": blocked_paths,
+        "mcp_server": False, "ssr_mode": False, "css": CSS, "footer_links": ["api"], **overrides,
+    })
 
 
 def main(argv: list[str] | None = None) -> None:
+    require_dependency_floors()
     args = parse_args(argv)
     models_dir = Path(args.models_dir).expanduser() if args.models_dir else None
     registry = ModelRegistry(discover(models_dir, args.model))
-    demo = build_app(registry)
-    # One model job at a time on a CPU; a bounded queue; the API cannot skip the queue.
-    demo.queue(max_size=args.queue_size, default_concurrency_limit=1, api_open=False)
-    blocked = [str(BUNDLED_DIR)] + ([str(models_dir)] if models_dir else [])
-    demo.launch(
-        server_name=args.host, server_port=args.port, share=args.share and "SPACE_ID" not in os.environ,
-        show_error=False, enable_monitoring=False, max_file_size="1mb", blocked_paths=blocked,
-        mcp_server=False, ssr_mode=False, css=CSS, footer_links=["api"],
-    )
+    demo = build_app(registry, RateLimiter(args.rate_limit))
+    # Checkpoints are never served as files: the model directories and every offered checkpoint are blocked.
+    launch(demo, args, [str(BUNDLED_DIR), *([str(models_dir)] if models_dir else []), *registry.local_paths])
 
 
 if __name__ == "__main__":

@@ -12,7 +12,13 @@ class ParameterError(ValueError):
 
     def __init__(self, name: str, allowed: str, got: object):
         self.name, self.allowed, self.got = name, allowed, got
-        super().__init__(f"{name} must be {allowed}, got {got!r}")
+        super().__init__(f"{name} must be {allowed}, got {_shown(got)}")
+
+
+def _shown(value: object, limit: int = 80) -> str:
+    # A hostile request can send a megabyte where a number belongs; echo only its start.
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
 class CheckpointError(RuntimeError):

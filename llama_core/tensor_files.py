@@ -25,6 +25,10 @@ from .errors import CheckpointError
 # and we refuse before allocating a buffer of the size it claims.
 MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
 
+# torch.load(weights_only=True) could still be made to run code before 2.6 (CVE-2025-32434) and
+# had further unpickler fixes through 2.10 (CVE-2026-24747); older versions get no pickles at all.
+MIN_TORCH_FOR_PICKLES = (2, 10)
+
 ZIP_MAGIC = b"PK\x03\x04"
 PICKLE_PROTO = b"\x80"  # the opcode a pickle starts with; torch.save wrote bare pickles before 1.6
 
@@ -137,8 +141,20 @@ def zip_entries(path: Path) -> list[zipfile.ZipInfo]:
         raise CheckpointError(f"{path.name}: truncated or corrupt zip archive (re-download it)") from None
 
 
+def torch_version() -> tuple[int, int]:
+    major, minor = str(torch.__version__).split(".")[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+
+
 def load_pickle(path: Path) -> dict[str, Tensor]:
     """Load a PyTorch zip checkpoint with `weights_only=True`; never retried without it."""
+    if torch_version() < MIN_TORCH_FOR_PICKLES:
+        floor = ".".join(map(str, MIN_TORCH_FOR_PICKLES))
+        raise CheckpointError(
+            f"{path.name}: pickled checkpoints need torch >= {floor}, whose torch.load(weights_only=True) has the "
+            f"known code-execution fixes; this is torch {torch.__version__}. Upgrade torch, or use safetensors "
+            "weights, which load with any version"
+        )
     zip_entries(path)  # torch's own reader reports a truncated archive only as "Invalid argument"
     try:
         state = torch.load(path, weights_only=True, mmap=True, map_location="cpu")

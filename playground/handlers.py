@@ -1,11 +1,23 @@
-"""Event handlers: plain functions of plain values, generators where they stream."""
+"""Event handlers: plain functions of plain values, generators where they stream.
+
+A generate request is checked field by field before it may join the queue (the validators: a
+bad value is answered at once, 422, with the parameter, the allowed range and the value), then
+again with the same checks when its turn comes, so nothing reaches the model unchecked. A fault
+during a run ends that run only: the text so far is kept with the error beside it, and the
+model stays loaded for the next request.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import gc
+import logging
 import time
+import traceback
+from collections.abc import Iterator
 
 import gradio as gr
+import torch
 
 from llama_core import (
     GenerationError, ParameterError, SamplingParams, StopReason, apply_template, generate_stream, parameter_count,
@@ -17,36 +29,43 @@ from llama_core.run_figures import (
 )
 from llama_core.run_record import RunRecord
 
+from .access import RateLimiter, request_client_key
+from .controls import SLIDERS, check_context, check_field
 from .registry import ModelRegistry
 from .scaling_panel import our_models_plot
 
-MAX_PROMPT_CHARS = 20_000  # the page's cap; the engine's own (200k) guards the Python API
-SAMPLING_FIELDS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "presence_penalty",
-                   "frequency_penalty", "max_new_tokens")
+# The fields of each generate endpoint, in the order of the handler's parameters.
+STREAM_FIELDS = ("model", "prompt", "template", "system", *SLIDERS, "seed", "stop", "capture_attention")
+API_FIELDS = ("prompt", "model", "max_new_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty",
+              "seed", "stop", "template")
+API_DEFAULTS = {"system": "", "presence_penalty": 0.0, "frequency_penalty": 0.0, "capture_attention": False}
+PAGE_TOP_N, API_TOP_N = 10, 5  # alternatives recorded per token
+# Attention kept for the Attention tab lives in each session's state: 2^24 fp16 elements (32 MiB)
+# hold the bundled 16M model's whole 512-token window; bigger models keep what fits.
+ATTENTION_BUDGET = 2**24
+API_PARTIAL_EVERY_S = 0.5  # /generate sends the run so far this often; a client that left stops it there
+
+log = logging.getLogger(__name__)
 
 
-def parse_stop(text: str) -> list[str]:
-    """One stop sequence per line; `\\n` and `\\t` typed as escapes mean a newline and a tab."""
-    lines = [line for line in (text or "").splitlines() if line != ""]
-    return [line.replace("\\n", "\n").replace("\\t", "\t") for line in lines]
+def is_out_of_memory(error: BaseException) -> bool:
+    text = str(error).lower()
+    return isinstance(error, (MemoryError, torch.OutOfMemoryError)) or (
+        isinstance(error, RuntimeError) and ("out of memory" in text or "allocate memory" in text))
 
 
-def sampling_params(values: dict) -> SamplingParams:
-    """Validated parameters from the controls; seed -1 (or empty) means random."""
-    seed = values.get("seed")
-    if seed is None or (isinstance(seed, (int, float)) and not isinstance(seed, bool) and seed == -1):
-        seed = None
-    return SamplingParams(**{k: values[k] for k in SAMPLING_FIELDS}, seed=seed, stop=tuple(parse_stop(values["stop"])))
+def log_failure(record: RunRecord) -> None:
+    # The traceback as text: a logged exception object would keep the run's frames, KV cache included.
+    log.warning("generation failed after %d tokens\n%s", len(record.steps), traceback.format_exc())
 
 
-def check_prompt(prompt: object) -> str:
-    if not isinstance(prompt, str):
-        raise ParameterError("prompt", "a text", type(prompt).__name__)
-    if len(prompt) > MAX_PROMPT_CHARS:
-        raise ParameterError("prompt", f"at most {MAX_PROMPT_CHARS} characters", f"{len(prompt)} characters")
-    if not prompt.strip():
-        raise ParameterError("prompt", "a non-empty text", prompt)
-    return prompt
+def failure_message(error: BaseException) -> str:
+    """What the user reads when a run fails part-way."""
+    if is_out_of_memory(error):
+        return "out of memory: reduce max_new_tokens or the prompt length, or pick a smaller model"
+    if isinstance(error, GenerationError):
+        return str(error)
+    return f"generation failed ({type(error).__name__}: {error})"
 
 
 def status_line(record: RunRecord, running: bool) -> str:
@@ -81,21 +100,60 @@ def model_info(registry: ModelRegistry, label: str) -> str:
             f"dim {a.dim}, {a.n_layers} layers, {a.n_heads} heads{gqa}, context {a.max_seq_len}{trained}")
 
 
-def make_handlers(registry: ModelRegistry):
-    """The handlers, closed over the shared registry (the only server-wide state)."""
+def make_handlers(registry: ModelRegistry, limiter: RateLimiter | None = None):
+    """The handlers, closed over the shared registry (the only server-wide state) and the rate limiter."""
 
-    def prepare_run(label: str, prompt, template: str, system: str, values: dict):
-        """Validate everything and tokenize; any problem becomes a message for the user."""
+    def check_model(label: object) -> str:
+        if not isinstance(label, str) or label not in registry.choices:
+            raise ParameterError("model", "one of " + ", ".join(map(repr, registry.labels)), label)
+        return label
+
+    def check_request(fields: dict, request: gr.Request | None) -> dict[str, str]:
+        """What is wrong with a generate request, by field; empty when nothing is. The prompt is
+        tokenized (to check it against the context window) only when its model is loaded already."""
+        errors = {}
         try:
-            check_prompt(prompt)
-            params = sampling_params(values)
+            label = check_model(fields["model"])
+            context = registry.load(label).args.max_seq_len if registry.is_loaded(label) else None
+        except ParameterError as error:
+            errors["model"], label, context = str(error), None, None
+        values = {}
+        for name, value in fields.items():
+            if name != "model":
+                try:
+                    values[name] = check_field(name, value, context)
+                except ParameterError as error:
+                    errors[name] = str(error)
+        if not errors and context is not None:
+            full_prompt = apply_template(values["template"], values["prompt"], values["system"])
+            try:
+                check_context(len(encode_prompt(registry.load(label).tokenizer, full_prompt)), values["max_new_tokens"],
+                              context)
+            except ParameterError as error:
+                errors[error.name] = str(error)
+        if not errors and limiter is not None:
+            wait = limiter.acquire(request_client_key(request))
+            if wait:
+                errors["prompt"] = (f"too many requests from this address: at most {limiter.per_minute} generations "
+                                    f"a minute; try again in {wait:.0f} s")
+        return errors
+
+    def prepare_run(fields: dict):
+        """Check everything again, load the model and tokenize; any problem becomes a message for the user."""
+        try:
+            label = check_model(fields["model"])
+            values = {name: check_field(name, value) for name, value in fields.items() if name != "model"}
             loaded = registry.load(label)
-            full_prompt = apply_template(template, prompt, system or "")
+            full_prompt = apply_template(values["template"], values["prompt"], values["system"])
             prompt_ids = encode_prompt(loaded.tokenizer, full_prompt)
-        except (ParameterError, CheckpointError, TokenizerError, KeyError) as error:
+            check_context(len(prompt_ids), values["max_new_tokens"], loaded.args.max_seq_len)
+            params = SamplingParams(**{name: values[name] for name in SLIDERS}, seed=values["seed"],
+                                    stop=values["stop"])
+        except (ParameterError, CheckpointError, TokenizerError) as error:
             raise gr.Error(str(error)) from None
-        settings = {"template": template, "system": system, **dataclasses.asdict(params)}
-        return loaded, params, RunRecord.start(label, loaded.tokenizer, full_prompt, prompt_ids, settings)
+        settings = {"template": values["template"], "system": values["system"], **dataclasses.asdict(params)}
+        record = RunRecord.start(label, loaded.tokenizer, full_prompt, prompt_ids, settings)
+        return loaded, params, record, values
 
     def switch_model(label: str, max_new_tokens: float, progress=gr.Progress()):
         """Load the chosen size and describe it; the token slider follows its context window."""
@@ -108,36 +166,46 @@ def make_handlers(registry: ModelRegistry):
             info = model_info(registry, label)
         except (CheckpointError, TokenizerError) as error:
             raise gr.Error(f"Could not load {label}: {error}. The previous model stays loaded.") from None
+        except Exception as error:  # a loader bug must still leave the app serving, and say what failed
+            log.exception("loading %s failed", label)
+            raise gr.Error(f"Could not load {label} ({type(error).__name__}: {error}). "
+                           "The previous model stays loaded.") from None
         limit = registry.load(label).args.max_seq_len - 1
         return info, gr.update(maximum=limit, value=min(int(max_new_tokens or 1), limit))
 
-    def validate(model_label, prompt, *values):
+    def validate_stream(model_label, prompt, template, system, temperature, top_k, top_p, min_p, repetition_penalty,
+                        presence_penalty, frequency_penalty, max_new_tokens, seed, stop, capture_attention,
+                        request: gr.Request):
         """Checks every control before the request enters the queue (rejects answer at once)."""
-        results = [gr.validate(True, "")] * (len(values) + 2)
-        if model_label not in registry.choices:
-            results[0] = gr.validate(False, f"model must be one of the listed models, got {model_label!r}")
-        try:
-            check_prompt(prompt)
-        except ParameterError as error:
-            results[1] = gr.validate(False, str(error))
-        for i, (name, value) in enumerate(zip(CONTROL_NAMES, values), start=2):
-            if name in SAMPLING_FIELDS:
-                try:
-                    SamplingParams(**{name: value})
-                except ParameterError as error:
-                    results[i] = gr.validate(False, str(error))
-        return results
+        values = (model_label, prompt, template, system, temperature, top_k, top_p, min_p, repetition_penalty,
+                  presence_penalty, frequency_penalty, max_new_tokens, seed, stop, capture_attention)
+        errors = check_request(dict(zip(STREAM_FIELDS, values)), request)
+        return [gr.validate(name not in errors, errors.get(name, "")) for name in STREAM_FIELDS]
+
+    def api_request(values: tuple) -> dict:
+        fields = {**dict(zip(API_FIELDS, values)), **API_DEFAULTS}
+        if fields["model"] in ("", None):
+            fields["model"] = registry.default
+        return fields
+
+    def validate_api(prompt, model, max_new_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed, stop,
+                     template, request: gr.Request):
+        """The /generate endpoint's checks before the queue."""
+        values = (prompt, model, max_new_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed, stop,
+                  template)
+        errors = check_request(api_request(values), request)
+        return [gr.validate(name not in errors, errors.get(name, "")) for name in API_FIELDS]
 
     def generate(model_label, prompt, template, system, temperature, top_k, top_p, min_p, repetition_penalty,
                  presence_penalty, frequency_penalty, max_new_tokens, seed, stop, capture_attention):
         """Stream the text; when the run ends, fill the inspection panels from its record."""
-        values = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                      repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
-                      frequency_penalty=frequency_penalty, max_new_tokens=max_new_tokens, seed=seed, stop=stop)
-        loaded, params, record = prepare_run(model_label, prompt, template, system, values)
+        values = (model_label, prompt, template, system, temperature, top_k, top_p, min_p, repetition_penalty,
+                  presence_penalty, frequency_penalty, max_new_tokens, seed, stop, capture_attention)
+        loaded, params, record, checked = prepare_run(dict(zip(STREAM_FIELDS, values)))
         stream = generate_stream(loaded.model, loaded.tokenizer, record.prompt_ids, params,
-                                 capture_attention=bool(capture_attention), top_n=10)
-        last_yield = 0.0
+                                 capture_attention=checked["capture_attention"], top_n=PAGE_TOP_N,
+                                 attention_budget=ATTENTION_BUDGET)
+        last_yield, out_of_memory = 0.0, False
         try:
             for step in stream:
                 if record.stop_reason is StopReason.CANCELLED:
@@ -147,14 +215,19 @@ def make_handlers(registry: ModelRegistry):
                 if now - last_yield > 0.05 or step.stop_reason is not None:  # ~20 updates a second is plenty
                     last_yield = now
                     # The record goes into the session state as it grows, so Stop can draw what exists.
+                    # A Stop or a client that left closes this generator here, which closes the stream.
                     yield (record.text, status_line(record, running=True), record) + (gr.skip(),) * 8
         except ParameterError as error:  # raised before any compute (e.g. the run would overflow the context)
             raise gr.Error(str(error)) from None
-        except (GenerationError, RuntimeError, MemoryError) as error:
-            # Mid-stream: keep the partial text and show the error beside it.
-            record.error = str(error) if not isinstance(error, MemoryError) else "out of memory"
+        except Exception as error:
+            # Mid-stream: keep the partial text and show the error beside it; the event still completes.
+            log_failure(record)
+            record.error, out_of_memory = failure_message(error), is_out_of_memory(error)
+            gr.Warning(record.error)
         finally:
-            stream.close()
+            stream.close()  # frees the KV cache now, not when the generator is collected
+        if out_of_memory:
+            gc.collect()  # give the memory back before the next request asks for it
         yield (record.text, status_line(record, running=False)) + panels(record, loaded.args.kv_heads)
 
     def panels(record: RunRecord, n_kv_heads: int) -> tuple:
@@ -211,24 +284,36 @@ def make_handlers(registry: ModelRegistry):
 
     def generate_json(prompt: str, model: str = "", max_new_tokens: float = 32, temperature: float = 0.0,
                       top_k: float = 0, top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
-                      seed: float = -1, stop: str = "", template: str = "plain") -> dict:
-        """API: generate without streaming; returns the text and every token with its probability and alternatives."""
-        values = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                      repetition_penalty=repetition_penalty, presence_penalty=0.0, frequency_penalty=0.0,
-                      max_new_tokens=max_new_tokens, seed=seed, stop=stop)
-        loaded, params, record = prepare_run(model or registry.default, prompt, template, "", values)
+                      seed: float = -1, stop: str = "", template: str = "plain") -> Iterator[dict]:
+        """API: generate; returns the text and every token with its probability and alternatives.
+
+        While the run lasts it also sends the run so far every half second; the last value is the
+        finished run, whose timing includes when it left the queue (`started_at`, `finished_at`).
+        """
+        started_at = time.time()
+        values = (prompt, model, max_new_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed, stop,
+                  template)
+        loaded, params, record, _ = prepare_run(api_request(values))
+        stream = generate_stream(loaded.model, loaded.tokenizer, record.prompt_ids, params, top_n=API_TOP_N)
+        last_yield = time.perf_counter()
         try:
-            for step in generate_stream(loaded.model, loaded.tokenizer, record.prompt_ids, params, top_n=5):
+            for step in stream:
                 record.add(step)
-        except (ParameterError, GenerationError) as error:
+                if step.stop_reason is None and time.perf_counter() - last_yield > API_PARTIAL_EVERY_S:
+                    last_yield = time.perf_counter()
+                    yield record.to_dict()  # also where a cancelled or departed client's run is closed
+        except ParameterError as error:
             raise gr.Error(str(error)) from None
-        return record.to_dict()
+        except Exception as error:
+            log_failure(record)
+            raise gr.Error(f"{failure_message(error)} (after {len(record.steps)} tokens)") from None
+        finally:
+            stream.close()
+        result = record.to_dict()
+        result["timing"].update(started_at=started_at, finished_at=time.time())
+        yield result
 
-    return {"switch_model": switch_model, "validate": validate, "generate": generate, "stop": stop,
+    return {"switch_model": switch_model, "validate_stream": validate_stream, "generate": generate, "stop": stop,
             "select_token": select_token, "redraw_attention": redraw_attention, "record_speed": record_speed,
-            "generate_json": generate_json}
-
-
-CONTROL_NAMES = ("template", "system", "temperature", "top_k", "top_p", "min_p", "repetition_penalty",
-                 "presence_penalty", "frequency_penalty", "max_new_tokens", "seed", "stop", "capture_attention")
+            "validate_api": validate_api, "generate_json": generate_json}
 

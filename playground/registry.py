@@ -12,12 +12,16 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from llama_core import CheckpointError, LoadedModel, detect_format, load_checkpoint, parameter_count, preset
+from llama_core.loading import estimate_checkpoint_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED_DIR = REPO / "models"
 PRESET_MODELS = {"LLaMA-7B": "llama-7b", "LLaMA-13B": "llama-13b", "LLaMA-33B": "llama-33b", "LLaMA-65B": "llama-65b"}
 KEEP_LOADED_BYTES = 2 * 1024**3  # small models stay loaded for instant switching; big ones are swapped
+WEIGHT_SUFFIXES = (".bin", ".pth", ".pt", ".safetensors")
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,10 @@ class ModelChoice:
     hint: str = ""  # for absent presets: how to add the weights
 
 
+def _size(n_bytes: int) -> str:
+    return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.0f} MiB"
+
+
 def _params_label(n: int) -> str:
     return f"{n / 1e9:.1f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
 
@@ -36,7 +44,10 @@ def _describe_local(path: Path, kind: str) -> ModelChoice | None:
     try:
         detect_format(path)
     except CheckpointError:
-        return None
+        # A broken weights file is still offered, so that choosing it says what is wrong with it
+        # rather than the file silently missing from the list.
+        if not (path.is_file() and path.suffix in WEIGHT_SUFFIXES):
+            return None
     return ModelChoice(f"{path.name} ({kind})", str(path), kind)
 
 
@@ -99,6 +110,11 @@ class ModelRegistry:
         return list(self.choices)
 
     @property
+    def local_paths(self) -> list[str]:
+        """Every checkpoint path offered, for the app to block from being served as a file."""
+        return [c.source for c in self.choices.values() if c.kind in ("bundled", "local")]
+
+    @property
     def default(self) -> str:
         return next(label for label, c in self.choices.items() if c.source is not None)
 
@@ -118,12 +134,34 @@ class ModelRegistry:
         with self._lock:
             if label in self._loaded:
                 return self._loaded[label]
+        self._make_room(label, choice.source)
         loaded = load_checkpoint(choice.source)
         if loaded.tokenizer is None:
-            raise CheckpointError(f"{choice.source}: no tokenizer.model next to the weights")
+            raise CheckpointError(f"{Path(choice.source).name}: no tokenizer.model next to the weights; put the "
+                                  "model's tokenizer.model beside them")
         with self._lock:
             if loaded.n_bytes > KEEP_LOADED_BYTES:  # a big model replaces the other big ones
-                for other in [k for k, m in self._loaded.items() if m.n_bytes > KEEP_LOADED_BYTES]:
-                    del self._loaded[other]
+                self._drop_big_models()
             self._loaded[label] = loaded
         return loaded
+
+    def _make_room(self, label: str, source: str) -> None:
+        """Refuse, from the headers alone, a checkpoint that cannot fit in memory (the loaded
+        models stay as they are); drop the big loaded models first when only that makes it fit."""
+        if not Path(source).exists():
+            return  # a Hub id: its size is known only once downloaded
+        needed = estimate_checkpoint_bytes(source)
+        free = psutil.virtual_memory().available
+        with self._lock:
+            reclaimable = sum(m.n_bytes for m in self._loaded.values() if m.n_bytes > KEEP_LOADED_BYTES)
+        if needed > KEEP_LOADED_BYTES and needed > free and needed <= free + reclaimable:
+            with self._lock:
+                self._drop_big_models()  # it would replace them anyway; both never fit at once
+            return
+        if needed > free:
+            raise CheckpointError(f"{label} needs ~{_size(needed)} of memory for its weights, {_size(free)} is free; "
+                                  "the loaded models stay loaded")
+
+    def _drop_big_models(self) -> None:
+        for other in [k for k, m in self._loaded.items() if m.n_bytes > KEEP_LOADED_BYTES]:
+            del self._loaded[other]
