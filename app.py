@@ -158,8 +158,11 @@ def launch(demo: gr.Blocks, args: argparse.Namespace, blocked_paths: list[str], 
     middleware = [Middleware(LocalOriginGuard), Middleware(QueueAdmission)]
     if args.auth:
         middleware.append(Middleware(LoginThrottle, limiter=RateLimiter(FAILED_LOGINS_PER_MINUTE)))
+    on_space = "SPACE_ID" in os.environ
+    if args.share and on_space:
+        print("--share is ignored on a Space: the Space itself is the public address")
     return demo.launch(**{
-        "server_name": args.host, "server_port": args.port, "share": args.share and "SPACE_ID" not in os.environ,
+        "server_name": args.host, "server_port": args.port, "share": args.share and not on_space,
         "auth": [args.auth] if args.auth else None, "app_kwargs": {"middleware": middleware},
         "show_error": False, "enable_monitoring": False, "max_file_size": "1mb", "blocked_paths": blocked_paths,
         "mcp_server": False, "ssr_mode": False, "css": CSS, "footer_links": ["api"], **overrides,

@@ -190,7 +190,7 @@ STREAM = dict(prompt="In the beginning", template="plain", system="", temperatur
               capture_attention=False)
 
 
-def test_D6_share_links_get_a_rate_limit_by_default_and_spaces_ignore_share(monkeypatch):
+def test_D6_share_links_get_a_rate_limit_by_default_and_spaces_ignore_share(monkeypatch, capsys):
     import app
 
     monkeypatch.delenv("SPACE_ID", raising=False)
@@ -208,7 +208,8 @@ def test_D6_share_links_get_a_rate_limit_by_default_and_spaces_ignore_share(monk
     assert launched["queue"] == {"max_size": 16, "default_concurrency_limit": 1, "api_open": False}
     monkeypatch.setenv("SPACE_ID", "someone/playground")
     app.launch(demo, app.parse_args(["--share"]), [])
-    assert launched["share"] is False and app.parse_args([]).rate_limit == app.PUBLIC_RATE_LIMIT
+    assert launched["share"] is False and "--share is ignored on a Space" in capsys.readouterr().out
+    assert app.parse_args([]).rate_limit == app.PUBLIC_RATE_LIMIT
 
 
 def test_D7_password_guessing_is_throttled_per_client(server):
@@ -295,3 +296,22 @@ def test_D12_dependency_floors_are_checked_before_anything_starts(monkeypatch):
         warnings.simplefilter("always")
         app.main(["--port", "1"])  # an old torch only warns: the app goes on to start (stopped here)
     assert any("pickled checkpoints (.pth, pytorch_model.bin) will be refused" in str(w.message) for w in caught)
+
+
+def test_D6_the_rate_limit_window_slides_and_forgets_idle_clients():
+    from playground import access
+
+    now = [0.0]
+    limiter = access.RateLimiter(2, clock=lambda: now[0])
+    assert limiter.acquire("a") == 0 and limiter.acquire("a") == 0
+    now[0] = 20.0
+    assert limiter.acquire("a") == pytest.approx(40.0) and limiter.acquire("b") == 0  # "a" waits for its oldest
+    now[0] = 60.0
+    assert limiter.acquire("a") == 0  # the first request left the window
+    for i in range(access.FORGET_AFTER_CLIENTS + 1):
+        limiter.record(f"client-{i}")
+    now[0] = 200.0
+    limiter.wait_s("a")
+    assert len(limiter._events) <= 1  # clients idle for a minute are forgotten: the table cannot grow forever
+    assert access.client_key("127.0.0.1", "203.0.113.9, 10.0.0.2") == "10.0.0.2"  # the hop the proxy added
+    assert access.client_key("8.8.8.8", "203.0.113.9") == "8.8.8.8"  # a client from the internet cannot choose
