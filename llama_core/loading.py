@@ -117,6 +117,8 @@ def load_checkpoint(
         raise ParameterError("device_map", "set when max_memory or offload_dir is given", device_map)
     path = download_snapshot(source) if is_hub_id(source) else Path(source).expanduser()
     fmt = detect_format(path)
+    if device_map is None:
+        _check_fits_in_memory(path)
     folder = path if path.is_dir() else path.parent
     card_path = folder / "model_card.json"
     card = read_json(card_path) if card_path.is_file() else None
@@ -148,6 +150,20 @@ def load_checkpoint(
 
 
 QUANTIZATIONS = (None, "int8")
+
+
+def _gib(n_bytes: int) -> str:
+    return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**28 else f"{n_bytes / 2**20:.1f} MiB"
+
+
+def _check_fits_in_memory(path: Path) -> None:
+    """Refuse, from the headers alone, weights larger than the free memory (before reading any)."""
+    needed, free = estimate_checkpoint_bytes(path), psutil.virtual_memory().available
+    if needed > free:
+        raise CheckpointError(
+            f"{path}: the weights need ~{_gib(needed)} of memory and {_gib(free)} is free; "
+            "pass device_map='auto' with an offload_dir (CLI: --device-map auto --offload-dir DIR) to spill "
+            "layers to disk")
 
 
 def _build_model(checkpoint: CheckpointTensors, dtype: torch.dtype | None, path: Path, upcast_16bit: bool) -> Transformer:

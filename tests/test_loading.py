@@ -110,7 +110,9 @@ def test_auto_dtype_upcasts_16_bit_weights_on_the_cpu_when_they_fit(tmp_path, mo
     assert load_checkpoint(tmp_path).dtype == torch.float32  # tiny: fp32 fits, and is faster on a CPU
     assert load_checkpoint(tmp_path, dtype="fp16").dtype == torch.float16  # an explicit dtype is kept
     # A model whose fp32 copy would not fit in half the free memory stays in its own dtype.
-    monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(available=1000))
+    # Memory for the fp16 file (or an fp32 file) to load, but not twice the fp32 size that upcasting needs.
+    stored = sum(p.stat().st_size for p in tmp_path.glob("*.safetensors"))
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(available=stored * 3))
     assert load_checkpoint(tmp_path).dtype == torch.float16
     tiny_reference("gqa").model.save_pretrained(tmp_path / "fp32")
     assert load_checkpoint(tmp_path / "fp32").dtype == torch.float32

@@ -232,3 +232,18 @@ def test_uncached_hub_id_offline(tmp_path, monkeypatch):
     message = r"'nobody/no-such-model' is not \(completely\) in the Hugging Face cache.*HF_HUB_OFFLINE is set"
     with pytest.raises(CheckpointError, match=message):
         load_checkpoint("nobody/no-such-model")
+
+
+def test_B12_weights_larger_than_free_memory_are_refused_from_the_headers(make_checkpoint, monkeypatch):
+    import psutil
+    from types import SimpleNamespace
+
+    from llama_core.cli import main
+
+    path = make_checkpoint("gqa", "safetensors")
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(available=1000))
+    with pytest.raises(CheckpointError, match="iB of memory.*device_map='auto'"):
+        load_checkpoint(path)
+    assert main(["info", "--model", str(path)]) == 2  # the CLI says so and exits, no traceback
+    monkeypatch.undo()
+    assert load_checkpoint(path).n_params > 0  # with the memory back, the same checkpoint loads
