@@ -16,6 +16,7 @@ from playground.access import LocalOriginGuard, LoginThrottle, QueueAdmission, R
 from playground.controls import MAX_PROMPT_CHARS, SLIDERS
 from playground.dependency_floors import require_dependency_floors
 from playground.handlers import make_handlers
+from playground.insights import make_insight_handlers
 from playground.registry import BUNDLED_DIR, ModelRegistry, discover
 from playground.scaling_panel import our_experiment_figures, our_models_plot
 
@@ -38,6 +39,8 @@ def slider(name: str) -> gr.Slider:
 
 def build_app(registry: ModelRegistry, limiter: RateLimiter | None = None) -> gr.Blocks:
     handlers = make_handlers(registry, limiter)
+    insights = make_insight_handlers(registry)
+    runnable = [label for label, choice in registry.choices.items() if choice.source is not None]
     with gr.Blocks(title="LLaMA Playground") as demo:
         gr.Markdown("# 🦙 LLaMA Playground\nGenerate with a LLaMA model, then look inside: the probability of "
                     "every token and the alternatives, attention maps, and how model size and training tokens trade off.")
@@ -74,12 +77,64 @@ def build_app(registry: ModelRegistry, limiter: RateLimiter | None = None) -> gr
             token_view = gr.HTML(js_on_load=TOKEN_CLICK_JS, css_template=CSS, elem_id="token-view")
             alternatives_plot = gr.Plot(label="Alternatives at the selected step", elem_id="alternatives")
             probability_plot = gr.Plot(label="Probability and entropy", elem_id="probability")
+            gr.Markdown("### Sampler pipeline at the selected step\nThe next-token distribution after each stage, "
+                        "over the same candidates: which stage removed a token (grey) or reshaped the rest.")
+            pipeline_plot = gr.Plot(elem_id="pipeline")
+            gr.Markdown("### Branch from this step\nContinue the run as if the model had chosen another token here "
+                        "(same sampler and seed); every branch stays in the menu below.")
+            with gr.Row():
+                branch_token = gr.Dropdown([], label="Token to force at the selected step", elem_id="branch-token")
+                branch_button = gr.Button("Continue from it", elem_id="branch")
+            branches = gr.State(None)
+            branch_menu = gr.Dropdown([], label="Branches of this run", elem_id="branches")
+            branch_text = gr.Textbox(label="Text of the branch", lines=4, interactive=False, elem_id="branch-text")
+            branch_plot = gr.Plot(label="Probability along the branch", elem_id="branch-probability")
+            gr.Markdown("### Run report\nThe run as JSON (model identity with a weights hash, prompt, settings, seed, "
+                        "tokens with probabilities, timings) and as a self-contained HTML page; importing a JSON "
+                        "replays it and says whether the same tokens come out.")
+            with gr.Row():
+                export_button = gr.Button("Export this run", elem_id="export-run")
+                report_files = gr.File(label="Report files", file_count="multiple", interactive=False,
+                                       elem_id="report-files")
+            with gr.Row():
+                report_upload = gr.File(label="Run JSON to replay", file_types=[".json"], type="filepath",
+                                        elem_id="report-upload")
+                replay_button = gr.Button("Replay it", elem_id="replay")
+            replay_result = gr.Markdown(elem_id="replay-result")
         with gr.Tab("Attention"):
             with gr.Row():
                 layer = gr.Slider(0, 1, value=0, step=1, label="Layer")
                 head = gr.Dropdown(["mean"], value="mean", label="Head (or the mean over heads)")
             attention_plot = gr.Plot(label="Attention map", elem_id="attention")
             heads_plot = gr.Plot(label="All heads of the layer", elem_id="heads")
+        with gr.Tab("Logit lens"):
+            gr.Markdown("The model's next-token guess read out of the residual stream after every layer (through "
+                        "the final norm and output matrix), for the last run's tokens. The last row is the model's "
+                        "own prediction.")
+            lens_button = gr.Button("Read the last run", elem_id="lens-run")
+            lens_plot = gr.Plot(elem_id="logit-lens")
+        with gr.Tab("Side by side"):
+            gr.Markdown("The Generate tab's prompt, template, sampling settings and seed on two models at once; "
+                        "then both models read the first one's text, and the chart shows where they part.")
+            with gr.Row():
+                model_a = gr.Dropdown(runnable, value=runnable[0], label="Model A", elem_id="model-a")
+                model_b = gr.Dropdown(runnable, value=runnable[min(1, len(runnable) - 1)], label="Model B",
+                                      elem_id="model-b")
+            compare_button = gr.Button("Run both", variant="primary", elem_id="compare")
+            compare_summary = gr.Markdown(elem_id="compare-summary")
+            with gr.Row():
+                text_a = gr.Textbox(label="Model A", lines=6, interactive=False, elem_id="text-a")
+                text_b = gr.Textbox(label="Model B", lines=6, interactive=False, elem_id="text-b")
+            divergence_plot = gr.Plot(elem_id="divergence")
+        with gr.Tab("Score text"):
+            gr.Markdown("Paste any text: each token coloured by its probability under each model (hover for the "
+                        "surprisal and the alternatives), and the text's perplexity — nothing is generated.")
+            score_input = gr.Textbox(label="Text", lines=4, max_length=MAX_PROMPT_CHARS, elem_id="score-input",
+                                     value="In the beginning God created the heaven and the earth.")
+            score_models = gr.CheckboxGroup(runnable, value=runnable[:2], label="Models", elem_id="score-models")
+            score_button = gr.Button("Score", variant="primary", elem_id="score")
+            score_view = gr.HTML(elem_id="score-view")
+            surprisal_plot = gr.Plot(elem_id="surprisal")
         with gr.Tab("Scaling"):
             gr.Markdown("LLaMA-13B outperforms GPT-3 (175B) on most benchmarks: a smaller model trained on more "
                         "tokens (Touvron et al. 2023). Figures as published; sources in `data/published_results.json`.")
@@ -90,6 +145,15 @@ def build_app(registry: ModelRegistry, limiter: RateLimiter | None = None) -> gr
             for figure in our_experiment_figures():
                 gr.Plot(figure)
             our_models = gr.Plot(our_models_plot(), elem_id="our-models")
+            gr.Markdown("### Chinchilla calculator\nGive parameters, tokens or compute (0 = work it out): the "
+                        "compute-optimal split and the loss Hoffmann et al.'s fitted law predicts.")
+            with gr.Row():
+                calc_params = gr.Number(value=6.7e9, label="Parameters N", elem_id="calc-n")
+                calc_tokens = gr.Number(value=1e12, label="Training tokens D", elem_id="calc-d")
+                calc_flops = gr.Number(value=0, label="Compute C (FLOPs)", elem_id="calc-c")
+            calc_button = gr.Button("Calculate", elem_id="calculate")
+            calc_result = gr.Markdown(elem_id="calc-result")
+            calc_plot = gr.Plot(elem_id="chinchilla")
 
         # --- wiring ---------------------------------------------------------------------------------
         controls = [template, system, temperature, top_k, top_p, min_p, repetition_penalty, presence_penalty,
@@ -117,6 +181,25 @@ def build_app(registry: ModelRegistry, limiter: RateLimiter | None = None) -> gr
         for control in (layer, head):
             control.change(handlers["redraw_attention"], [run_state, layer, head], [attention_plot, heads_plot],
                            api_visibility="private")
+        # --- the views beyond a plain playground (playground/insights.py) ---------------------------
+        private = {"api_visibility": "private"}
+        model_job = {"concurrency_id": "model", **private}  # these run the model: one job at a time with the rest
+        generation.then(insights["pipeline"], [run_state, selected_step], [pipeline_plot, branch_token], **private)
+        generation.then(lambda: (None, gr.update(choices=[], value=None)), None, [branches, branch_menu], **private)
+        selected_step.change(insights["pipeline"], [run_state, selected_step], [pipeline_plot, branch_token],
+                             **private)
+        branch_button.click(insights["branch"], [run_state, selected_step, branch_token, branches],
+                            [branches, branch_menu, branch_text], **model_job)
+        branch_menu.change(insights["show_branch"], [branch_menu, branches], [branch_text, branch_plot], **private)
+        export_button.click(insights["export_report"], run_state, report_files, **private)
+        replay_button.click(insights["import_report"], report_upload, replay_result, **model_job)
+        lens_button.click(insights["lens"], run_state, lens_plot, **model_job)
+        compare_button.click(insights["side_by_side"], [model_a, model_b, prompt, template, temperature, top_k, top_p,
+                                                        min_p, max_new_tokens, seed],
+                             [text_a, text_b, compare_summary, divergence_plot], **model_job)
+        score_button.click(insights["score"], [score_input, score_models], [score_view, surprisal_plot], **model_job)
+        calc_button.click(insights["calculator"], [calc_params, calc_tokens, calc_flops], [calc_result, calc_plot],
+                          **private)
         label_to_id = {label: key for key, label in BENCHMARKS.items()}
         benchmark.change(lambda label: params_vs_benchmark_figure(models, label_to_id[label]), benchmark,
                          performance_plot, api_visibility="private")

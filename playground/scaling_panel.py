@@ -20,7 +20,8 @@ def bundled_model_points() -> list[dict]:
     points = []
     for card_path in sorted(BUNDLED_DIR.glob("*/model_card.json")):
         card = json.loads(card_path.read_text())
-        points.append({"name": card["name"], "params": card["parameters"], "val_loss": card["val_loss"]})
+        points.append({"name": card["name"], "params": card["parameters"], "val_loss": card["val_loss"],
+                       "tokens": card.get("tokens_seen")})
     return points
 
 

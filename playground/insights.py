@@ -1,0 +1,192 @@
+"""Handlers of the views beyond a plain playground: sampler pipeline, branching, side by side,
+scoring a text, logit lens, the Chinchilla calculator and run reports.
+
+Each is a plain function of plain values (a `RunRecord` from the session state, labels from the
+model menu); the figures come from `llama_core.insight_figures`.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import gradio as gr
+
+from llama_core import ParameterError, SamplingParams, generate_stream
+from llama_core.chinchilla import plan
+from llama_core.errors import CheckpointError, TokenizerError
+from llama_core.generation import encode_prompt
+from llama_core.insight_figures import (
+    chinchilla_figure, divergence_figure, logit_lens_figure, pipeline_figure, plan_markdown, scored_text_html,
+    surprisal_figure,
+)
+from llama_core.logit_lens import logit_lens
+from llama_core.published import published_models
+from llama_core.run_figures import probability_entropy_figure, visible_piece
+from llama_core.run_record import RunRecord
+from llama_core.run_report import build_report, replay, report_html
+from llama_core.scoring import compare_on_tokens, score_text
+from llama_core.templates import apply_template
+
+from .registry import ModelRegistry
+from .scaling_panel import bundled_model_points
+
+MAX_REPORT_BYTES = 1_000_000  # the app's upload cap; a report of a full-context run is ~200 kB
+
+
+def _loaded(registry: ModelRegistry, label: object):
+    if not isinstance(label, str) or label not in registry.choices:
+        raise gr.Error(f"model must be one of the listed models, got {label!r}")
+    try:
+        return registry.load(label)
+    except (CheckpointError, TokenizerError) as error:
+        raise gr.Error(f"Could not load {label}: {error}") from None
+
+
+def alternative_choices(record: RunRecord | None, step_index: int) -> list[tuple[str, int]]:
+    """The branch menu of a step: each alternative the model considered, as (label, token id)."""
+    if record is None or not 0 <= step_index < len(record.steps):
+        return []
+    step = record.steps[step_index]
+    return [(f"{visible_piece(a.piece)!r}  p={a.prob:.3f}" + ("  (chosen)" if a.token_id == step.token_id else ""),
+             a.token_id) for a in step.top]
+
+
+def make_insight_handlers(registry: ModelRegistry):
+    def pipeline(record: RunRecord | None, step_index: int):
+        if record is None or not record.steps:
+            return None, gr.update(choices=[], value=None)
+        step_index = min(max(0, int(step_index)), len(record.steps) - 1)
+        choices = alternative_choices(record, step_index)
+        return pipeline_figure(record, step_index), gr.update(choices=choices, value=choices[0][1] if choices else None)
+
+    def branch(record: RunRecord | None, step_index: int, token_id, branches: list | None):
+        """Continue the run from `step_index` with `token_id` forced there, same sampler and seed."""
+        if record is None or token_id is None:
+            raise gr.Error("Generate first, click a token, then pick an alternative to branch from")
+        loaded = _loaded(registry, record.model_name)
+        prompt_ids = record.branch_prompt(int(step_index), int(token_id))
+        settings = dict(record.settings)
+        used = int(step_index) + 1
+        budget = max(1, int(settings.get("max_new_tokens", 32)) - used)
+        budget = min(budget, loaded.args.max_seq_len - len(prompt_ids))
+        if budget < 1:
+            raise gr.Error("the context window is full at that point: nothing left to generate")
+        params = SamplingParams(**{**{k: v for k, v in settings.items() if k in SamplingParams.__dataclass_fields__},
+                                   "max_new_tokens": budget, "seed": record.seed,
+                                   "stop": tuple(settings.get("stop") or ())})
+        child = RunRecord.start(record.model_name, loaded.tokenizer, record.prompt, prompt_ids, settings)
+        forced_text = "".join(s.text for s in record.steps[: int(step_index)]) + loaded.tokenizer.piece(int(token_id))
+        for step in generate_stream(loaded.model, loaded.tokenizer, prompt_ids, params):
+            child.add(step)
+        branches = list(branches or [{"label": "main run", "record": record, "prefix": ""}])
+        label = f"branch {len(branches)}: step {step_index} → {visible_piece(loaded.tokenizer.piece(int(token_id)))!r}"
+        branches.append({"label": label, "record": child, "prefix": forced_text})
+        return branches, gr.update(choices=[b["label"] for b in branches], value=label), forced_text + child.text
+
+    def show_branch(label: str, branches: list | None):
+        chosen = next((b for b in branches or [] if b["label"] == label), None)
+        if chosen is None:
+            return gr.skip(), gr.skip()
+        return chosen["prefix"] + chosen["record"].text, probability_entropy_figure(chosen["record"])
+
+    def lens(record: RunRecord | None):
+        if record is None or not record.steps:
+            raise gr.Error("Generate first: the logit lens reads the last run's tokens")
+        loaded = _loaded(registry, record.model_name)
+        ids = (record.prompt_ids + [s.token_id for s in record.steps])[-loaded.args.max_seq_len:]
+        return logit_lens_figure(logit_lens(loaded.model, ids), [loaded.tokenizer.piece(i) for i in ids],
+                                 loaded.tokenizer.piece)
+
+    def score(text: str, labels: list[str] | None):
+        if not labels:
+            raise gr.Error("choose at least one model to score the text with")
+        htmls, scores = [], {}
+        for label in labels:
+            loaded = _loaded(registry, label)
+            try:
+                scores[label] = result = score_text(loaded.model, loaded.tokenizer, text)
+            except ParameterError as error:
+                raise gr.Error(str(error)) from None
+            htmls.append(f"<h4>{label}</h4>" + scored_text_html(result))
+        return "".join(htmls), surprisal_figure(scores)
+
+    def side_by_side(label_a: str, label_b: str, prompt: str, template: str, temperature, top_k, top_p, min_p,
+                     max_new_tokens, seed):
+        """The same prompt, settings and seed on two models; where they part, and each one's speed."""
+        seed = None if seed is None or int(seed) < 0 else int(seed)
+        seed = seed if seed is not None else int(time.time() * 1000) % 2**31  # one seed shared by both sides
+        try:
+            params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                                    max_new_tokens=max_new_tokens, seed=seed)
+        except ParameterError as error:
+            raise gr.Error(str(error)) from None
+        runs = {}
+        for label in (label_a, label_b):
+            loaded = _loaded(registry, label)
+            try:
+                ids = encode_prompt(loaded.tokenizer, apply_template(template, prompt, ""))
+                budget = min(params.max_new_tokens, loaded.args.max_seq_len - len(ids))
+                steps = list(generate_stream(loaded.model, loaded.tokenizer, ids,
+                                             SamplingParams(**{**params.__dict__, "max_new_tokens": max(1, budget)})))
+            except ParameterError as error:
+                raise gr.Error(f"{label}: {error}") from None
+            decode = [b.elapsed_s - a.elapsed_s for a, b in zip(steps, steps[1:])]
+            rate = (len(decode) / sum(decode)) if decode and sum(decode) > 0 else None
+            runs[label] = (loaded, ids, steps, rate)
+        (a, ids, steps_a, rate_a), (b, _, steps_b, rate_b) = runs[label_a], runs[label_b]
+        if a.args.vocab_size != b.args.vocab_size:
+            raise gr.Error("these two models have different vocabularies: nothing to compare token by token")
+        sequence = (ids + [s.token_id for s in steps_a])[: min(a.args.max_seq_len, b.args.max_seq_len)]
+        divergence = compare_on_tokens(a.model, b.model, sequence)
+        names = (label_a.split(" (")[0], label_b.split(" (")[0])
+        figure = divergence_figure(divergence, [a.tokenizer.piece(i) for i in sequence], names)
+        generated = divergence.argmax_agree[len(ids) - 1:]
+        summary = (f"seed {seed} · {names[0]}: {rate_a or 0:.1f} tokens/s · {names[1]}: {rate_b or 0:.1f} tokens/s · "
+                   f"on {names[0]}'s continuation the two models' top choices agree at "
+                   f"{sum(generated)}/{len(generated)} positions, mean KL {sum(divergence.kl_ab) / len(divergence.kl_ab):.3f} nats")
+        return ("".join(s.text for s in steps_a), "".join(s.text for s in steps_b), summary, figure)
+
+    def calculator(n_params: float, tokens: float, flops: float):
+        given = {k: float(v) for k, v in (("n_params", n_params), ("tokens", tokens), ("flops", flops)) if v}
+        try:
+            result = plan(**given)
+        except ParameterError as error:
+            raise gr.Error(str(error)) from None
+        ours = [{"name": p["name"], "params": p["params"], "tokens": p["tokens"]} for p in bundled_model_points()
+                if p.get("tokens")]
+        return plan_markdown(result), chinchilla_figure(result, published_models(), ours)
+
+    def export_report(record: RunRecord | None):
+        if record is None or not record.steps:
+            raise gr.Error("Generate first: there is no run to export")
+        loaded = _loaded(registry, record.model_name)
+        report = build_report(record, loaded)
+        folder = Path(tempfile.mkdtemp(prefix="run-report-"))
+        json_path, html_path = folder / "run.json", folder / "run.html"
+        json_path.write_text(json.dumps(report, ensure_ascii=False))
+        html_path.write_text(report_html(report, [probability_entropy_figure(record)]))
+        return [str(json_path), str(html_path)]
+
+    def import_report(path: str | None):
+        if not path:
+            raise gr.Error("choose a run JSON exported from this app")
+        data = Path(path).read_bytes()
+        if len(data) > MAX_REPORT_BYTES:
+            raise gr.Error(f"report must be at most {MAX_REPORT_BYTES:,} bytes, got {len(data):,}")
+        try:
+            report = json.loads(data)
+            label = report["model"]
+            result = replay(report, _loaded(registry, label))
+        except (ValueError, KeyError, TypeError) as error:
+            raise gr.Error(f"not a run report of this app: {error}") from None
+        verdict = ("✅ replayed: the same tokens" if result["tokens_match"]
+                   else f"❌ tokens differ from token {result['first_difference']}")
+        weights = "the same weights" if result["same_weights"] else "different weights than the report's"
+        return f"{verdict} ({len(result['expected'])} tokens, {label}, {weights})"
+
+    return {"pipeline": pipeline, "branch": branch, "show_branch": show_branch, "lens": lens, "score": score,
+            "side_by_side": side_by_side, "calculator": calculator, "export_report": export_report,
+            "import_report": import_report}
