@@ -25,8 +25,7 @@ def test_browser_pipeline_branch_and_run_report(server, browser, tmp_path):
     page.wait_for_function("document.querySelector('#pipeline')?.textContent.includes('Sampler pipeline at step 3')",
                            timeout=30_000)
     assert "raw logits" in _plot_text(page, "#pipeline") and "greedy (argmax)" in _plot_text(page, "#pipeline")
-    page.locator("#pipeline").scroll_into_view_if_needed()
-    page.screenshot(path=str(OUTPUT / "pipeline.png"), full_page=True)
+    page.locator("#pipeline").screenshot(path=str(OUTPUT / "pipeline.png"))
 
     # Branch with the greedy token itself (the menu's first entry is the top alternative): the branch
     # reproduces the main run's text from that step on.
@@ -50,14 +49,15 @@ def test_browser_pipeline_branch_and_run_report(server, browser, tmp_path):
     page.wait_for_function("document.querySelector('#replay-result')?.innerText.includes('replayed')",
                            timeout=60_000)
     assert "the same tokens" in page.inner_text("#replay-result")
-    page.screenshot(path=str(OUTPUT / "run-report.png"), full_page=True)
+    page.locator("#replay-result").scroll_into_view_if_needed()
+    page.screenshot(path=str(OUTPUT / "run-report.png"))
 
     page.get_by_role("tab", name="Logit lens").click()
     page.click("#lens-run")
     page.wait_for_selector("#logit-lens .heatmaplayer, #logit-lens .hm", timeout=60_000)
     labels = page.locator("#logit-lens .ytick text").all_text_contents()
     assert "embeddings" in labels and "layer 8" in labels  # the default model has 8 layers
-    page.screenshot(path=str(OUTPUT / "logit-lens.png"), full_page=True)
+    page.locator("#logit-lens").screenshot(path=str(OUTPUT / "logit-lens.png"))
     page.close()
 
 
@@ -82,7 +82,7 @@ def test_browser_side_by_side_score_text_and_chinchilla_calculator(server, brows
     page.wait_for_selector("#score-view .tok", timeout=60_000)
     assert page.locator("#score-view h4").count() == 2 and "perplexity" in page.inner_text("#score-view")
     assert "title" in page.locator("#score-view .tok").first.evaluate("e => e.outerHTML")
-    page.screenshot(path=str(OUTPUT / "score-text.png"), full_page=True)
+    page.locator("#score-view").screenshot(path=str(OUTPUT / "score-text.png"))
 
     page.get_by_role("tab", name="Scaling").click()
     page.click("#calculate")
@@ -91,6 +91,5 @@ def test_browser_side_by_side_score_text_and_chinchilla_calculator(server, brows
     assert "149.3 tokens/param" in page.inner_text("#calc-result")  # LLaMA-7B: 1T tokens on 6.7B parameters
     page.wait_for_selector("#chinchilla .scatterlayer", timeout=30_000)
     assert "LLaMA-65B" in _plot_text(page, "#chinchilla") and "playground-16m" in _plot_text(page, "#chinchilla")
-    page.locator("#chinchilla").scroll_into_view_if_needed()
-    page.screenshot(path=str(OUTPUT / "chinchilla.png"), full_page=True)
+    page.locator("#chinchilla").screenshot(path=str(OUTPUT / "chinchilla.png"))
     page.close()
