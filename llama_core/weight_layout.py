@@ -15,6 +15,8 @@ so state dicts, the GGUF exporter and the logit lens see the usual tensors.
 
 from __future__ import annotations
 
+import ctypes
+
 import torch
 from torch import Tensor, nn
 
@@ -28,8 +30,10 @@ def input_major(weight: Tensor) -> Tensor:
 
 def _fuse(linears: list[nn.Linear], column_major: bool) -> Tensor:
     """One (out_1 + out_2 + …, in) matrix; each linear's weight becomes a view of its rows."""
-    fused = torch.cat([linear.weight.detach() for linear in linears], dim=0)
-    fused = input_major(fused) if column_major else fused.contiguous()
+    if column_major:  # concatenate the transposes: one allocation, already input-major
+        fused = torch.cat([linear.weight.detach().t() for linear in linears], dim=1).t()
+    else:
+        fused = torch.cat([linear.weight.detach() for linear in linears], dim=0)
     start = 0
     for linear in linears:
         width = linear.weight.shape[0]
@@ -64,4 +68,20 @@ def prepare_for_inference(model: Transformer, fuse: bool = True) -> Transformer:
     model.output.weight = nn.Parameter(restride(model.output.weight), requires_grad=False)
     if tied:  # keep one tensor: the embedding lookup reads one (strided) row per token, which costs nothing
         model.tok_embeddings.weight = model.output.weight
+    elif column_major:
+        # Everything else is a copy now; copying the rest too lets the checkpoint's memory map go,
+        # or its pages, all read while copying, would stay resident beside the copies (2× the RSS).
+        model.tok_embeddings.weight = nn.Parameter(model.tok_embeddings.weight.clone(), requires_grad=False)
+    if column_major:
+        for norm in [model.norm, *(n for layer in model.layers for n in (layer.attention_norm, layer.ffn_norm))]:
+            norm.weight = nn.Parameter(norm.weight.clone(), requires_grad=False)
+        _return_freed_memory()
     return model
+
+
+def _return_freed_memory() -> None:
+    """Hand the heap's freed pages (the replaced weights) back to the OS; glibc keeps them otherwise."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim, or no way to
+        pass
