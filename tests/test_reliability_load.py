@@ -47,6 +47,11 @@ def wait_until(condition, timeout: float = 60.0) -> None:
         time.sleep(0.02)
 
 
+def is_running(job) -> bool:
+    # A streaming job reports PROCESSING until its first update, ITERATING after it.
+    return job.status().code.name in ("PROCESSING", "ITERATING")
+
+
 def queue_size(server) -> int:
     with urllib.request.urlopen(server.url + "gradio_api/queue/status", timeout=10) as response:
         import json
@@ -65,7 +70,7 @@ def test_E1_twice_the_queue_size_at_once_one_runs_the_rest_queue_or_hear_it_is_f
     with ThreadPoolExecutor(4) as pool:
         others = list(pool.map(lambda _: connect(server), range(2 * QUEUE_SIZE)))
     blocker = generate(client, model=SLOW_MODEL, max_new_tokens=80)
-    wait_until(lambda: blocker.status().code.name == "PROCESSING")
+    wait_until(lambda: is_running(blocker))
     jobs = [generate(other, max_new_tokens=12) for other in others]
     seen_waiting = set()
     while not all(job.done() for job in jobs):
@@ -121,7 +126,7 @@ def test_E3_a_cancel_storm_drains_the_queue_and_leaves_memory_flat(server, clien
 def test_B14_a_model_load_waits_for_the_running_generation(server, client):
     other = connect(server)
     running = generate(client, model=SLOW_MODEL, max_new_tokens=60)
-    wait_until(lambda: running.status().code.name == "PROCESSING")
+    wait_until(lambda: is_running(running))
     load = other.submit("playground-4m (bundled)", 96, api_name="/load_model")
     info, _ = load.result(timeout=120)
     loaded_at = time.time()
@@ -136,7 +141,7 @@ def test_B14_a_model_load_waits_for_the_running_generation(server, client):
 def test_E5_a_model_load_queued_among_generations_keeps_its_turn(server, client):
     others = [connect(server) for _ in range(3)]
     first = generate(client, model=SLOW_MODEL, max_new_tokens=40)
-    wait_until(lambda: first.status().code.name == "PROCESSING")
+    wait_until(lambda: is_running(first))
     before = generate(others[0], max_new_tokens=8)
     time.sleep(0.2)
     load = others[1].submit("playground-4m (bundled)", 96, api_name="/load_model")
