@@ -95,6 +95,7 @@ def load_checkpoint(
     offload_dir: str | None = None,
     quantize: str | None = None,
     fast_layout: bool = True,
+    check_memory: bool = True,
 ) -> LoadedModel:
     """Load a Hugging Face directory or Hub id, a Meta directory, or a llama2.c file.
 
@@ -105,6 +106,8 @@ def load_checkpoint(
             or an accelerate device map ({"layers.0": "cpu", "layers.1": "disk", ...}) dispatches it
             with accelerate, offloading to `offload_dir` whatever `max_memory` leaves no room for.
         quantize: None, or "int8" for weight-only int8 projections (CPU only; see `quantize.py`).
+        check_memory: refuse weights larger than the free memory, from the headers, before reading
+            any (callers that make room first, like the app's registry, check themselves).
         fast_layout: on the CPU, store the projections the way decode reads them fastest and fuse
             q/k/v and gate/up (`weight_layout.py`); the same numbers, about 1.2-1.3× faster decode.
     """
@@ -117,7 +120,7 @@ def load_checkpoint(
         raise ParameterError("device_map", "set when max_memory or offload_dir is given", device_map)
     path = download_snapshot(source) if is_hub_id(source) else Path(source).expanduser()
     fmt = detect_format(path)
-    if device_map is None:
+    if device_map is None and check_memory:
         _check_fits_in_memory(path)
     folder = path if path.is_dir() else path.parent
     card_path = folder / "model_card.json"

@@ -135,7 +135,7 @@ class ModelRegistry:
             if label in self._loaded:
                 return self._loaded[label]
         self._make_room(label, choice.source)
-        loaded = load_checkpoint(choice.source)
+        loaded = load_checkpoint(choice.source, check_memory=False)  # _make_room checked, and made room
         if loaded.tokenizer is None:
             raise CheckpointError(f"{Path(choice.source).name}: no tokenizer.model next to the weights; put the "
                                   "model's tokenizer.model beside them")
