@@ -197,9 +197,12 @@ def build_app(registry: ModelRegistry, limiter: RateLimiter | None = None) -> gr
         compare_button.click(insights["side_by_side"], [model_a, model_b, prompt, template, temperature, top_k, top_p,
                                                         min_p, max_new_tokens, seed],
                              [text_a, text_b, compare_summary, divergence_plot], **model_job)
-        score_button.click(insights["score"], [score_input, score_models], [score_view, surprisal_plot], **model_job)
+        score_button.click(insights["score"], [score_input, score_models], [score_view, surprisal_plot], **model_job,
+                           api_name="score_page")  # "/score" is the public endpoint below
         calc_button.click(insights["calculator"], [calc_params, calc_tokens, calc_flops], [calc_result, calc_plot],
                           **private)
+        gr.api(insights["score_api"], api_name="score", concurrency_id="model", concurrency_limit=1)
+        gr.api(insights["chinchilla_api"], api_name="chinchilla")
         label_to_id = {label: key for key, label in BENCHMARKS.items()}
         benchmark.change(lambda label: params_vs_benchmark_figure(models, label_to_id[label]), benchmark,
                          performance_plot, api_visibility="private")

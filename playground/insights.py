@@ -33,7 +33,8 @@ from llama_core.templates import apply_template
 from .registry import ModelRegistry
 from .scaling_panel import bundled_model_points
 
-MAX_REPORT_BYTES = 1_000_000  # the app's upload cap; a report of a full-context run is ~200 kB
+MAX_REPORT_BYTES = 1_000_000
+MAX_SCORE_CHARS = 20_000  # as the page's prompt box: tokenizing is the expensive part of a huge paste  # the app's upload cap; a report of a full-context run is ~200 kB
 
 
 def _loaded(registry: ModelRegistry, label: object):
@@ -187,6 +188,32 @@ def make_insight_handlers(registry: ModelRegistry):
         weights = "the same weights" if result["same_weights"] else "different weights than the report's"
         return f"{verdict} ({len(result['expected'])} tokens, {label}, {weights})"
 
-    return {"pipeline": pipeline, "branch": branch, "show_branch": show_branch, "lens": lens, "score": score,
+    def score_api(text: str, model: str = "") -> dict:
+        """Each token's probability and surprisal under `model` (default: the default model), and the perplexity."""
+        if not isinstance(text, str) or len(text) > MAX_SCORE_CHARS:
+            raise gr.Error(f"text must be a string of at most {MAX_SCORE_CHARS} characters, "
+                           f"got {type(text).__name__} of length {len(text) if isinstance(text, str) else '?'}")
+        loaded = _loaded(registry, model or registry.default)
+        try:
+            result = score_text(loaded.model, loaded.tokenizer, text)
+        except ParameterError as error:
+            raise gr.Error(str(error)) from None
+        return {"model": model or registry.default, "perplexity": result.perplexity, "mean_nll": result.mean_nll,
+                "tokens": [{"token_id": t.token_id, "piece": t.piece, "prob": t.prob,
+                            "surprisal_bits": t.surprisal_bits, "top": [list(pair) for pair in t.top]}
+                           for t in result.tokens]}
+
+    def chinchilla_api(n_params: float = 0, tokens: float = 0, flops: float = 0) -> dict:
+        """The Chinchilla calculator: give one or two of N, D, C (0 = work it out)."""
+        given = {k: v for k, v in (("n_params", n_params), ("tokens", tokens), ("flops", flops)) if v}
+        try:
+            result = plan(**given)
+        except ParameterError as error:
+            raise gr.Error(str(error)) from None
+        return {"n_params": result.n_params, "tokens": result.tokens, "flops": result.flops, "loss": result.loss,
+                "n_opt": result.n_opt, "d_opt": result.d_opt, "loss_opt": result.loss_opt,
+                "tokens_per_param": result.tokens_per_param}
+
+    return {"score_api": score_api, "chinchilla_api": chinchilla_api, "pipeline": pipeline, "branch": branch, "show_branch": show_branch, "lens": lens, "score": score,
             "side_by_side": side_by_side, "calculator": calculator, "export_report": export_report,
             "import_report": import_report}

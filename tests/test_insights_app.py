@@ -93,3 +93,22 @@ def test_browser_side_by_side_score_text_and_chinchilla_calculator(server, brows
     assert "LLaMA-65B" in _plot_text(page, "#chinchilla") and "playground-16m" in _plot_text(page, "#chinchilla")
     page.locator("#chinchilla").screenshot(path=str(OUTPUT / "chinchilla.png"))
     page.close()
+
+
+def test_score_and_chinchilla_endpoints(server):
+    from gradio_client import Client
+
+    client = Client(server.url, verbose=False, analytics_enabled=False, download_files=False)
+    scored = client.predict("In the beginning God created the heaven and the earth.", api_name="/score")
+    assert scored["perplexity"] > 1 and len(scored["tokens"]) >= 10
+    assert all(0 < t["prob"] <= 1 and len(t["top"]) == 5 for t in scored["tokens"])
+    law = client.predict(6.7e9, 1e12, 0, api_name="/chinchilla")
+    assert round(law["tokens_per_param"]) == 149 and law["loss_opt"] < law["loss"]
+    from gradio_client.exceptions import AppError
+
+    import pytest
+
+    with pytest.raises(AppError, match="n_params"):
+        client.predict(-5, 0, 0, api_name="/chinchilla")
+    assert client.predict(0, 0, 1e21, api_name="/chinchilla")["n_opt"] > 0  # the server kept serving
+    client.close()
