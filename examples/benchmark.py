@@ -125,11 +125,11 @@ def transformers_engine(directory: Path, weights: str):
     return stream
 
 
-def llamacpp_engine(directory: Path, weights: str, threads: int, n_ctx: int):
-    """The same interface over llama-cpp-python, on the GGUF exported from the same weights."""
+def llamacpp_engine(gguf_path: Path, threads: int, n_ctx: int):
+    """The same interface over llama-cpp-python, on a GGUF file (examples/llamacpp_peer.py uses it too)."""
     from llama_cpp import Llama
 
-    llm = Llama(model_path=str(directory / f"model-{weights}.gguf"), n_ctx=n_ctx, n_threads=threads,
+    llm = Llama(model_path=str(gguf_path), n_ctx=n_ctx, n_threads=threads,
                 n_threads_batch=threads, n_batch=512, logits_all=False, verbose=False)
 
     def stream(prompt: list[int], n: int, capture: bool = False):
@@ -158,7 +158,7 @@ def worker(mode: str, directory: Path, new_tokens: int, prefill_tokens: int, thr
     elif engine == "transformers":
         stream = transformers_engine(directory, weights)
     else:
-        stream = llamacpp_engine(directory, weights, threads, config["max_position_embeddings"])
+        stream = llamacpp_engine(directory / f"model-{weights}.gguf", threads, config["max_position_embeddings"])
     vocab_size = config["vocab_size"]
     decode_prompt = prompt_ids(DECODE_PROMPT_TOKENS, vocab_size)
     prefill_prompt = prompt_ids(prefill_tokens, vocab_size)
@@ -279,8 +279,7 @@ def read_bandwidth_gbs(threads: int) -> float:
 def bytes_per_token(preset: str, weights: str) -> float:
     """Weights one decode step reads: every matrix but the embedding (one row of it), at the mode's bytes."""
     args = PRESETS[preset]
-    head_dim = args.dim // args.n_heads
-    per_layer = args.dim * head_dim * (2 * args.n_heads + 2 * args.kv_heads) + 3 * args.dim * args.ffn_hidden_dim
+    per_layer = args.dim * args.head_dim * (2 * args.n_heads + 2 * args.kv_heads) + 3 * args.dim * args.ffn_hidden_dim
     matrices = args.n_layers * per_layer + args.vocab_size * args.dim  # + the output head (tied or not)
     return matrices * BYTES_PER_WEIGHT[weights]
 

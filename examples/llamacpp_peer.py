@@ -13,56 +13,28 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from benchmark import decode_rate, llamacpp_engine, peak_rss_mb  # noqa: E402 (the same measurement as the benchmark's)
 
 DEFAULT_PROMPT = "The history of the"
 
 
 def run_llamacpp(gguf_path: str | Path, prompt_ids: list[int], n_new: int, threads: int) -> dict:
     """Greedy-decode `n_new` tokens after `prompt_ids` (BOS included) with llama.cpp, timing each token."""
-    from llama_cpp import Llama
-
-    llm = Llama(model_path=str(gguf_path), n_ctx=len(prompt_ids) + n_new, n_threads=threads,
-                n_threads_batch=threads, logits_all=False, verbose=False)
-
-    def stream(n: int) -> tuple[float, list[float], list[int]]:
-        llm.reset()  # otherwise generate() reuses the cached prompt and the prefill costs nothing
-        # top_k=1 and temp=0 make it argmax; repeat_penalty=1 turns off the penalty some paths default on.
-        tokens = llm.generate(prompt_ids, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0)
-        stamps, out = [], []
-        start = time.perf_counter()
-        for token in tokens:  # the first next() evaluates the prompt; EOS does not stop it
-            stamps.append(time.perf_counter())
-            out.append(token)
-            if len(out) == n:
-                break
-        return start, stamps, out
-
-    stream(min(n_new, 8))  # warm-up, as examples/benchmark.py does for both engines
-    start, stamps, tokens = stream(n_new)
+    stream = llamacpp_engine(Path(gguf_path), threads, n_ctx=len(prompt_ids) + n_new)
+    stream(prompt_ids, min(n_new, 8))  # warm-up, as examples/benchmark.py does for every engine
+    start, stamps, tokens = stream(prompt_ids, n_new)
     return {
         "tokens": tokens,
         "prefill_ms": (stamps[0] - start) * 1000,  # time to first token
         "decode_tokens_per_s": decode_rate(stamps) if len(stamps) > 1 else None,
         "peak_rss_mb": peak_rss_mb(),
     }
-
-
-def decode_rate(stamps: list[float]) -> float:
-    """Tokens per second from the median gap between tokens, as examples/benchmark.py measures ours."""
-    return 1 / statistics.median(b - a for a, b in zip(stamps, stamps[1:]))
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory (VmHWM; not ru_maxrss, which Linux carries across fork and exec)."""
-    status = Path("/proc/self/status").read_text()
-    return int(status.split("VmHWM:")[1].split()[0]) / 1024  # kB
 
 
 def compare(model_dir: Path, prompt: str, n_new: int, threads: int, dtypes: list[str]) -> list[dict]:
