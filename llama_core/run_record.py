@@ -8,7 +8,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .generation import StepRecord, StopReason
+from .sampling import SamplingParams
 from .tokenizer import Tokenizer
+
+
+def sampler_of(settings: dict, seed: int | None, max_new_tokens: int) -> SamplingParams:
+    """The sampler of a recorded run (its settings, as `RunRecord.settings` or a report holds them)
+    with the seed it actually used, for `max_new_tokens` more tokens: to replay or branch it."""
+    fields = {f.name for f in dataclasses.fields(SamplingParams)}
+    chosen = {k: v for k, v in settings.items() if k in fields}
+    return SamplingParams(**{**chosen, "stop": tuple(chosen.get("stop") or ()), "seed": seed,
+                             "max_new_tokens": max_new_tokens})
 
 
 @dataclass

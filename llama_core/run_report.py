@@ -3,7 +3,6 @@ and a self-contained HTML page with the run's figures."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import html
 import json
@@ -12,7 +11,7 @@ import torch
 
 from .generation import generate_stream
 from .loading import LoadedModel
-from .run_record import RunRecord
+from .run_record import RunRecord, sampler_of
 from .sampling import SamplingParams
 
 REPORT_VERSION = 1
@@ -44,13 +43,8 @@ def build_report(record: RunRecord, loaded: LoadedModel) -> dict:
 
 
 def sampling_params_of(report: dict) -> SamplingParams:
-    """The exact sampler of a reported run: its settings with the seed it actually used."""
-    fields = {f.name for f in dataclasses.fields(SamplingParams)}
-    settings = {k: v for k, v in report["settings"].items() if k in fields}
-    settings["stop"] = tuple(settings.get("stop") or ())
-    settings["seed"] = report["seed"]
-    settings["max_new_tokens"] = max(1, len(report["tokens"]))  # a run cut short by Stop replays as far as it went
-    return SamplingParams(**settings)
+    """The exact sampler of a reported run; a run cut short by Stop replays as far as it went."""
+    return sampler_of(report["settings"], report["seed"], max(1, len(report["tokens"])))
 
 
 def replay(report: dict, loaded: LoadedModel) -> dict:

@@ -164,10 +164,10 @@ def summarize(results_path: str) -> dict:
                     "tokens_per_param": f.tokens_per_param, "at_edge": f.at_edge} for f in fits],
         "power_law": fit_power_law(fits) if len(fits) >= 2 else None,
         "power_law_interior": fit_power_law(interior) if len(interior) >= 2 else None,
-        "mean_tokens_per_param": _geometric_mean([f.tokens_per_param for f in fits]),
-        "mean_tokens_per_param_interior": _geometric_mean([f.tokens_per_param for f in interior]),
+        "mean_tokens_per_param": geometric_mean([f.tokens_per_param for f in fits]),
+        "mean_tokens_per_param_interior": geometric_mean([f.tokens_per_param for f in interior]),
     }
 
 
-def _geometric_mean(values: list[float]) -> float | None:
+def geometric_mean(values: list[float]) -> float | None:
     return float(math.exp(np.mean(np.log(values)))) if values else None

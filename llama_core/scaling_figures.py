@@ -14,7 +14,7 @@ from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
 from .published import BENCHMARKS, ChinchillaLaw, PublishedModel, chinchilla_tokens_per_param, compute_optimal
-from .scaling import IsoFlopFit, fit_power_law
+from .scaling import IsoFlopFit, fit_power_law, geometric_mean
 
 FAMILY_STYLE = {  # one colour and marker per family, in legend order
     "LLaMA": ("#1f77b4", "circle"), "Llama 2": ("#17becf", "diamond"), "GPT-3": ("#d62728", "square"),
@@ -210,7 +210,7 @@ def frontier_figure(fits: list[IsoFlopFit], law: ChinchillaLaw | None = None) ->
     for name, colour, values in (("N_opt", "#1f77b4", law_n), ("D_opt", "#ff7f0e", law_d)):
         fig.add_scatter(x=grid, y=values, mode="lines", name=f"Chinchilla law {name}", hoverinfo="skip",
                         line={"color": colour, "dash": "dash", "width": 1.5})
-    ours = math.exp(np.mean([math.log(f.tokens_per_param) for f in (interior or fits)]))
+    ours = geometric_mean([f.tokens_per_param for f in (interior or fits)])
     law_ratio = [d / n for n, d in zip(law_n, law_d)]
     fig.add_annotation(
         xref="paper", yref="paper", x=0.01, y=0.99, xanchor="left", yanchor="top", showarrow=False, align="left",

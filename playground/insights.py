@@ -25,7 +25,7 @@ from llama_core.insight_figures import (
 from llama_core.logit_lens import logit_lens
 from llama_core.published import published_models
 from llama_core.run_figures import probability_entropy_figure, visible_piece
-from llama_core.run_record import RunRecord
+from llama_core.run_record import RunRecord, sampler_of
 from llama_core.run_report import build_report, replay, report_html
 from llama_core.scoring import compare_on_tokens, score_text
 from llama_core.templates import apply_template
@@ -55,6 +55,15 @@ def alternative_choices(record: RunRecord | None, step_index: int) -> list[tuple
              a.token_id) for a in step.top]
 
 
+def _plan(n_params, tokens, flops):
+    """The calculator's plan from what was given (0 or empty = work it out), or the error to show."""
+    given = {k: v for k, v in (("n_params", n_params), ("tokens", tokens), ("flops", flops)) if v}
+    try:
+        return plan(**given)
+    except ParameterError as error:
+        raise gr.Error(str(error)) from None
+
+
 def make_insight_handlers(registry: ModelRegistry):
     def pipeline(record: RunRecord | None, step_index: int):
         if record is None or not record.steps:
@@ -75,9 +84,7 @@ def make_insight_handlers(registry: ModelRegistry):
         budget = min(budget, loaded.args.max_seq_len - len(prompt_ids))
         if budget < 1:
             raise gr.Error("the context window is full at that point: nothing left to generate")
-        params = SamplingParams(**{**{k: v for k, v in settings.items() if k in SamplingParams.__dataclass_fields__},
-                                   "max_new_tokens": budget, "seed": record.seed,
-                                   "stop": tuple(settings.get("stop") or ())})
+        params = sampler_of(settings, record.seed, budget)
         child = RunRecord.start(record.model_name, loaded.tokenizer, record.prompt, prompt_ids, settings)
         forced_text = "".join(s.text for s in record.steps[: int(step_index)]) + loaded.tokenizer.piece(int(token_id))
         for step in generate_stream(loaded.model, loaded.tokenizer, prompt_ids, params):
@@ -151,11 +158,7 @@ def make_insight_handlers(registry: ModelRegistry):
         return ("".join(s.text for s in steps_a), "".join(s.text for s in steps_b), summary, figure)
 
     def calculator(n_params: float, tokens: float, flops: float):
-        given = {k: float(v) for k, v in (("n_params", n_params), ("tokens", tokens), ("flops", flops)) if v}
-        try:
-            result = plan(**given)
-        except ParameterError as error:
-            raise gr.Error(str(error)) from None
+        result = _plan(n_params, tokens, flops)
         ours = [{"name": p["name"], "params": p["params"], "tokens": p["tokens"]} for p in bundled_model_points()
                 if p.get("tokens")]
         return plan_markdown(result), chinchilla_figure(result, published_models(), ours)
@@ -205,15 +208,11 @@ def make_insight_handlers(registry: ModelRegistry):
 
     def chinchilla_api(n_params: float = 0, tokens: float = 0, flops: float = 0) -> dict:
         """The Chinchilla calculator: give one or two of N, D, C (0 = work it out)."""
-        given = {k: v for k, v in (("n_params", n_params), ("tokens", tokens), ("flops", flops)) if v}
-        try:
-            result = plan(**given)
-        except ParameterError as error:
-            raise gr.Error(str(error)) from None
+        result = _plan(n_params, tokens, flops)
         return {"n_params": result.n_params, "tokens": result.tokens, "flops": result.flops, "loss": result.loss,
                 "n_opt": result.n_opt, "d_opt": result.d_opt, "loss_opt": result.loss_opt,
                 "tokens_per_param": result.tokens_per_param}
 
-    return {"score_api": score_api, "chinchilla_api": chinchilla_api, "pipeline": pipeline, "branch": branch, "show_branch": show_branch, "lens": lens, "score": score,
-            "side_by_side": side_by_side, "calculator": calculator, "export_report": export_report,
-            "import_report": import_report}
+    return {"score_api": score_api, "chinchilla_api": chinchilla_api, "pipeline": pipeline, "branch": branch,
+            "show_branch": show_branch, "lens": lens, "score": score, "side_by_side": side_by_side,
+            "calculator": calculator, "export_report": export_report, "import_report": import_report}
