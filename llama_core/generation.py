@@ -189,18 +189,18 @@ def _removed_by(token_ids: list[int], stages: list[tuple[str, Tensor]]) -> list[
 def _record(index, token, text, logits, stages, tokenizer, top_n, start, seed, attention, stop_reason) -> StepRecord:
     logprobs = torch.log_softmax(logits, dim=-1)
     probs = logprobs.exp()
-    probs_filtered = torch.softmax(stages[-1][1], dim=-1)
     entropy = float(-(probs * logprobs).nan_to_num().sum())
     top_ids = torch.topk(probs, top_n).indices.tolist() if top_n else []
     if token not in top_ids:
         top_ids.append(token)
-    top_probs, top_filtered = probs[top_ids].tolist(), probs_filtered[top_ids].tolist()
-    stage_probs, previous, after = [], None, None
-    for name, stage_logits in stages:
+    stage_probs, previous, distribution = [], None, None
+    for name, stage_logits in stages:  # the first stage is the raw logits, whose softmax is `probs`
         if stage_logits is not previous:  # a stage that changed nothing returns its input: no new softmax
-            after = probs[top_ids] if previous is None else torch.softmax(stage_logits, dim=-1)[top_ids]
+            distribution = probs if previous is None else torch.softmax(stage_logits, dim=-1)
             previous = stage_logits
-        stage_probs.append((name, tuple(after.tolist())))
+        stage_probs.append((name, tuple(distribution[top_ids].tolist())))
+    probs_filtered = distribution  # the last stage's: what the sampler drew from
+    top_probs, top_filtered = probs[top_ids].tolist(), probs_filtered[top_ids].tolist()
     top = tuple(
         Alternative(i, tokenizer.piece(i), p, q, stage)
         for i, p, q, stage in zip(top_ids, top_probs, top_filtered, _removed_by(top_ids, stages))
