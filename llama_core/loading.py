@@ -155,8 +155,8 @@ def load_checkpoint(
 QUANTIZATIONS = (None, "int8")
 
 
-def _gib(n_bytes: int) -> str:
-    return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**28 else f"{n_bytes / 2**20:.1f} MiB"
+def format_bytes(n_bytes: int) -> str:
+    return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.0f} MiB"
 
 
 def _check_fits_in_memory(path: Path) -> None:
@@ -164,7 +164,7 @@ def _check_fits_in_memory(path: Path) -> None:
     needed, free = estimate_checkpoint_bytes(path), psutil.virtual_memory().available
     if needed > free:
         raise CheckpointError(
-            f"{path}: the weights need ~{_gib(needed)} of memory and {_gib(free)} is free; "
+            f"{path}: the weights need ~{format_bytes(needed)} of memory and {format_bytes(free)} is free; "
             "pass device_map='auto' with an offload_dir (CLI: --device-map auto --offload-dir DIR) to spill "
             "layers to disk")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 
 from llama_core import CheckpointError, LoadedModel, detect_format, load_checkpoint, parameter_count, preset
-from llama_core.loading import estimate_checkpoint_bytes
+from llama_core.loading import estimate_checkpoint_bytes, format_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED_DIR = REPO / "models"
@@ -30,10 +30,6 @@ class ModelChoice:
     source: str | None  # path or Hub id; None when the weights are absent
     kind: str  # "bundled", "local", "hub" or "preset"
     hint: str = ""  # for absent presets: how to add the weights
-
-
-def _size(n_bytes: int) -> str:
-    return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.0f} MiB"
 
 
 def _params_label(n: int) -> str:
@@ -159,8 +155,8 @@ class ModelRegistry:
                 self._drop_big_models()  # it would replace them anyway; both never fit at once
             return
         if needed > free:
-            raise CheckpointError(f"{label} needs ~{_size(needed)} of memory for its weights, {_size(free)} is free; "
-                                  "the loaded models stay loaded")
+            raise CheckpointError(f"{label} needs ~{format_bytes(needed)} of memory for its weights, "
+                                  f"{format_bytes(free)} is free; the loaded models stay loaded")
 
     def _drop_big_models(self) -> None:
         for other in [k for k, m in self._loaded.items() if m.n_bytes > KEEP_LOADED_BYTES]:
