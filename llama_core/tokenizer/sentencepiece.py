@@ -7,7 +7,7 @@ from pathlib import Path
 
 import sentencepiece as spm
 
-from .errors import TokenizerError
+from ..errors import TokenizerError
 
 _BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 _SPACE = "\u2581"  # SentencePiece's visible space '▁'
