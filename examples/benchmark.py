@@ -255,7 +255,7 @@ def save_random_weights(preset: str, directory: Path, gguf_types: set[str]) -> N
     LlamaForCausalLM(config).save_pretrained(directory)
     (directory / "tokenizer.model").write_bytes(synthetic_sentencepiece(args.vocab_size))
     if gguf_types:
-        from llama_core.gguf_export import export_gguf
+        from llama_core.formats.gguf_export import export_gguf
         from llama_core.loading import load_checkpoint
 
         loaded = load_checkpoint(directory, dtype="fp32", fast_layout=False)

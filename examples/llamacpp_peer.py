@@ -42,7 +42,7 @@ def compare(model_dir: Path, prompt: str, n_new: int, threads: int, dtypes: list
     import torch
 
     from llama_core.generation import generate_stream
-    from llama_core.gguf_export import export_gguf
+    from llama_core.formats.gguf_export import export_gguf
     from llama_core.loading import load_checkpoint
     from llama_core.sampling import SamplingParams
 

@@ -230,7 +230,7 @@ def run_scaling_grid(args) -> int:
 
 
 def run_export_gguf(args) -> int:
-    from .gguf_export import export_gguf  # deferred: only this command needs the gguf package
+    from .formats.gguf_export import export_gguf  # deferred: only this command needs the gguf package
 
     out = export_gguf(args.model, args.out, args.dtype)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {args.dtype})")

@@ -20,14 +20,14 @@ from torch import Tensor
 
 from .config import ModelArgs, parameter_count
 from .errors import CheckpointError, ParameterError, TokenizerError
-from .hf_checkpoint import WEIGHT_LAYOUTS, load_hf_checkpoint, weight_files
-from .hub import download_snapshot, is_hub_id
-from .llama2c_checkpoint import load_llama2c, read_header
-from .meta_checkpoint import load_meta_checkpoint, shard_files
+from .formats.hf import WEIGHT_LAYOUTS, load_hf_checkpoint, weight_files
+from .formats.hub import download_snapshot, is_hub_id
+from .formats.llama2c import load_llama2c, read_header
+from .formats.meta import load_meta_checkpoint, shard_files
 from .model import Transformer
 from .quantize import quantize_int8
 from .weight_layout import prepare_for_inference
-from .tensor_files import CheckpointTensors, file_signature, read_json, stored_bytes
+from .formats.tensor_files import CheckpointTensors, file_signature, read_json, stored_bytes
 from .tokenizer import Tokenizer
 
 DTYPES = {

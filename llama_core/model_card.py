@@ -11,7 +11,7 @@ import torch
 
 from .config import parameter_count
 from .generation import generate_stream
-from .hf_checkpoint import save_hf_checkpoint
+from .formats.hf import save_hf_checkpoint
 from .model import Transformer
 from .sampling import SamplingParams
 from .tokenizer import Tokenizer

@@ -3,7 +3,7 @@
 Gradio ships security fixes only in its latest release; 6.20 is the first with every fix the
 app relies on (file-route SSRF, blocked-path bypasses). torch.load(weights_only=True) is only
 trusted from torch 2.10 on: older torch still serves safetensors, but pickled checkpoints are
-refused when loaded (`llama_core.tensor_files.MIN_TORCH_FOR_PICKLES`).
+refused when loaded (`llama_core.formats.tensor_files.MIN_TORCH_FOR_PICKLES`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import warnings
 import gradio as gr
 import torch
 
-from llama_core.tensor_files import MIN_TORCH_FOR_PICKLES
+from llama_core.formats.tensor_files import MIN_TORCH_FOR_PICKLES
 
 MIN_GRADIO = (6, 20)
 

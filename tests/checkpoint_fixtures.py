@@ -20,9 +20,9 @@ from torch import Tensor
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from llama_core.config import ModelArgs
-from llama_core.llama2c_checkpoint import save_llama2c
+from llama_core.formats.llama2c import save_llama2c
 from llama_core.loading import load_checkpoint
-from llama_core.meta_checkpoint import save_meta_checkpoint
+from llama_core.formats.meta import save_meta_checkpoint
 from llama_core.model import Transformer
 
 VOCAB = 96

@@ -8,7 +8,7 @@ import torch
 
 from conftest import tiny_args
 from llama_core.cli import main
-from llama_core.hf_checkpoint import save_hf_checkpoint
+from llama_core.formats.hf import save_hf_checkpoint
 from llama_core.loading import load_checkpoint
 from llama_core.model import Transformer
 

@@ -16,8 +16,8 @@ from gguf.quants import dequantize
 from conftest import tiny_args
 from llama_core.cli import main
 from llama_core.errors import ParameterError
-from llama_core.gguf_export import export_gguf, gguf_tensor_name
-from llama_core.hf_checkpoint import save_hf_checkpoint
+from llama_core.formats.gguf_export import export_gguf, gguf_tensor_name
+from llama_core.formats.hf import save_hf_checkpoint
 from llama_core.model import Transformer
 
 MATRIX_TYPES = {"f32": QType.F32, "f16": QType.F16, "q8_0": QType.Q8_0}

@@ -23,7 +23,7 @@ from checkpoint_fixtures import (  # noqa: F401 (pytest fixtures)
     tiny_reference,
     write_hub_cache,
 )
-from llama_core.hub import is_hub_id
+from llama_core.formats.hub import is_hub_id
 from llama_core.loading import detect_format, estimate_checkpoint_bytes, load_checkpoint
 
 

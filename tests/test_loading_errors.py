@@ -21,7 +21,7 @@ from checkpoint_fixtures import (  # noqa: F401 (pytest fixtures)
     tiny_meta_checkpoint,
 )
 from llama_core.errors import CheckpointError, ParameterError, TokenizerError
-from llama_core.llama2c_checkpoint import MAGIC
+from llama_core.formats.llama2c import MAGIC
 from llama_core.loading import load_checkpoint
 
 

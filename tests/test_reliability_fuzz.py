@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from llama_core.errors import CheckpointError, ParameterError
-from llama_core.llama2c_checkpoint import MAGIC, V1_HEADER_BYTES, read_header
+from llama_core.formats.llama2c import MAGIC, V1_HEADER_BYTES, read_header
 from llama_core.sampling import SamplingParams, sample, sampler_stages
 from llama_core.tokenizer import Tokenizer
 from playground.controls import SLIDERS, check_field

@@ -79,7 +79,7 @@ def test_int8_linear_rounds_each_row_to_its_own_scale():
 
 
 def test_int8_model_is_close_to_fp32_and_loads_by_flag(tmp_path):
-    from llama_core.hf_checkpoint import save_hf_checkpoint
+    from llama_core.formats.hf import save_hf_checkpoint
 
     model = fresh()
     save_hf_checkpoint(model.state_dict(), model.args, tmp_path)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from torch import Tensor
 
-from .config import ModelArgs
-from .errors import CheckpointError
+from ..config import ModelArgs
+from ..errors import CheckpointError
 from .tensor_files import CheckpointTensors, load_tensor_file, read_json
 
 # config.json key → ModelArgs field.

@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .config import ModelArgs
-from .errors import CheckpointError
+from ..config import ModelArgs
+from ..errors import CheckpointError
 from .tensor_files import CheckpointTensors, load_tensor_file, read_json
 
 SHARD_PATTERN = re.compile(r"consolidated\.(\d+)\.pth")

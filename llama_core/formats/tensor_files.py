@@ -18,8 +18,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
-from .config import ModelArgs
-from .errors import CheckpointError
+from ..config import ModelArgs
+from ..errors import CheckpointError
 
 # A real header holds a few hundred bytes per tensor; anything bigger is corrupt or hostile,
 # and we refuse before allocating a buffer of the size it claims.

@@ -17,9 +17,9 @@ import torch
 from gguf import MODEL_TENSOR, LlamaFileType, TokenType
 from gguf import GGMLQuantizationType as QType
 
-from .errors import ParameterError, TokenizerError
-from .loading import LoadedModel, load_checkpoint
-from .tokenizer import Tokenizer
+from ..errors import ParameterError, TokenizerError
+from ..loading import LoadedModel, load_checkpoint
+from ..tokenizer import Tokenizer
 
 # --dtype → (type of the 2-D weight matrices, the file type llama.cpp reports). Norms stay f32 in every
 # case, as llama.cpp's own converter keeps them: they are tiny and the RMSNorm scale is precision-sensitive.

@@ -19,7 +19,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 # "org/name": one slash, names that start with a letter or digit (so "./x" or "../x" never match).
 REPO_ID = re.compile(r"\w[\w.-]*/\w[\w.-]*")
