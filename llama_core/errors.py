@@ -27,3 +27,15 @@ class CheckpointError(RuntimeError):
 
 class TokenizerError(RuntimeError):
     """A tokenizer file is missing, corrupt or does not match the model."""
+
+
+class ChatTemplateError(ValueError):
+    """A chat template failed to compile or render, or tried to leave its sandbox.
+
+    The message starts with where the template came from (the checkpoint's tokenizer_config.json,
+    a GGUF file, or "built-in template 'alpaca'"), so a broken download names its own file.
+    """
+
+    def __init__(self, source: str, problem: str):
+        self.source, self.problem = source, problem
+        super().__init__(f"{source}: {problem}")

@@ -1,26 +1,21 @@
-"""Prompt templates: how each family of fine-tuned LLaMA expects its input wrapped."""
+"""Prompt templates for a single prompt: the chat formats of `chat.py` applied to one user turn."""
 
 from __future__ import annotations
 
-# Sources: Alpaca — tatsu-lab/stanford_alpaca (prompt without input); Vicuna v1.1 — lm-sys/FastChat
-# conversation template; Llama-2-chat — meta-llama/llama generation.py ([INST], <<SYS>>).
-TEMPLATES: dict[str, str] = {
-    "plain": "{prompt}",
-    "alpaca": (
-        "Below is an instruction that describes a task. Write a response that appropriately "
-        "completes the request.\n\n### Instruction:\n{prompt}\n\n### Response:\n"
-    ),
-    "vicuna": (
-        "A chat between a curious user and an artificial intelligence assistant. The assistant "
-        "gives helpful, detailed, and polite answers to the user's questions. USER: {prompt} ASSISTANT:"
-    ),
-    "llama-2-chat": "[INST] {system}{prompt} [/INST]",
-}
+from .chat import BUILTIN_CHAT_TEMPLATES, render_chat
+
+# Name -> Jinja chat template; the names are what the CLI, the API and the Generate tab accept.
+TEMPLATES: dict[str, str] = BUILTIN_CHAT_TEMPLATES
 
 
 def apply_template(name: str, prompt: str, system: str = "") -> str:
-    """Wrap `prompt` in the named template; `system` is used by Llama-2-chat only."""
+    """Wrap `prompt` (and `system`, when not blank) in the named format, ready for the assistant's turn.
+
+    No BOS/EOS text is written: the prompt is encoded with the tokenizer's own BOS, as a typed
+    prompt is. The prompt is stripped except for "plain", which keeps the text exactly as typed.
+    """
     if name not in TEMPLATES:
         raise KeyError(f"unknown prompt template {name!r}; choose one of {', '.join(TEMPLATES)}")
-    system_block = f"<<SYS>>\n{system.strip()}\n<</SYS>>\n\n" if system.strip() else ""
-    return TEMPLATES[name].format(prompt=prompt.strip() if name != "plain" else prompt, system=system_block)
+    messages = [{"role": "system", "content": system.strip()}] if system.strip() else []
+    messages.append({"role": "user", "content": prompt if name == "plain" else prompt.strip()})
+    return render_chat(messages, TEMPLATES[name], bos_token="", eos_token="", source=f"built-in template {name!r}")

@@ -177,4 +177,4 @@ def test_templates():
     assert apply_template("llama-2-chat", "Hi", system="Be brief.") == "[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST]"
     assert apply_template("plain", "{braces} stay") == "{braces} stay"
     with pytest.raises(KeyError, match="unknown prompt template"):
-        apply_template("chatml", "Hi")
+        apply_template("no-such-format", "Hi")
