@@ -1,5 +1,5 @@
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from llama_core.errors import TokenizerError
@@ -70,6 +70,7 @@ def test_corrupt_tokenizer_file_is_a_clear_error(tmp_path):
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.text(min_size=1, max_size=40))
 def test_arbitrary_unicode_round_trips_and_streams(tokenizer, text):
+    assume(not any(special in text for special in ("<s>", "</s>", "<unk>")))  # typed specials become their ids
     ids = tokenizer.encode(text, bos=False)
     assert tokenizer.decode(ids) == text
     prompt = tokenizer.encode("x")

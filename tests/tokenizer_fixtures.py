@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 import sentencepiece as spm
-from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from tokenizers import Tokenizer as HFTokenizer
 
 CORPUS = Path(__file__).parent / "data" / "tiny_corpus.txt"
@@ -121,6 +121,31 @@ def write_llama2_sentencepiece(directory: str | Path, *, chat_template: str | No
         config["chat_template"] = chat_template
     _write_json(directory / "tokenizer_config.json", config)
     _write_json(directory / "special_tokens_map.json", specials)
+    return vocab_size
+
+
+def write_llama2_hf_json(directory: str | Path, *, with_model: bool = False, chat_template: str | None = None) -> int:
+    """A LLaMA 2 conversion as the Hub holds it: tokenizer.json (BPE with byte fallback; normalizer Prepend('▁') +
+    Replace(' ', '▁'), the SentencePiece-style decoder, <s> added by the post-processor) + tokenizer_config.json
+    naming LlamaTokenizer + special_tokens_map.json; `with_model` keeps tokenizer.model beside it, as most LLaMA 2
+    repositories do. The vocabulary and merges are transformers' conversion of the SentencePiece fixture."""
+    from transformers import AutoTokenizer
+
+    directory = Path(directory)
+    vocab_size = write_llama2_sentencepiece(directory, chat_template=chat_template)
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "tokenizer.model").write_bytes(sentencepiece_model_bytes())
+        converted = json.loads(AutoTokenizer.from_pretrained(tmp).backend_tokenizer.to_str())
+    tokenizer = HFTokenizer.from_str(json.dumps({**converted, "pre_tokenizer": None, "normalizer": None,
+                                                 "post_processor": None, "decoder": None}))
+    tokenizer.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+    tokenizer.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                           decoders.Strip(" ", 1, 0)])
+    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
+                                                             special_tokens=[("<s>", 1)])
+    tokenizer.save(str(directory / "tokenizer.json"))
+    if not with_model:
+        (directory / "tokenizer.model").unlink()
     return vocab_size
 
 
