@@ -25,14 +25,14 @@ CORPUS = Path(__file__).parent / "data" / "tiny_corpus.txt"
 LLAMA3_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
-# Llama 3.1's named special tokens in Meta's order; the other 245 of the 256 are reserved_special_token_2...
+# Llama 3.1's special tokens as its tokenizer.json has them (ids 128000...): 11 named, then reserved 3..247.
 LLAMA3_NAMED_SPECIALS = [
     "<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>", "<|reserved_special_token_1|>",
-    "<|finetune_right_pad_id|>", "<|step_id|>", "<|start_header_id|>", "<|end_header_id|>", "<|eom_id|>",
-    "<|eot_id|>", "<|python_tag|>",
+    "<|finetune_right_pad_id|>", "<|reserved_special_token_2|>", "<|start_header_id|>", "<|end_header_id|>",
+    "<|eom_id|>", "<|eot_id|>", "<|python_tag|>",
 ]
 LLAMA3_SPECIALS = LLAMA3_NAMED_SPECIALS + [
-    f"<|reserved_special_token_{2 + i}|>" for i in range(256 - len(LLAMA3_NAMED_SPECIALS))
+    f"<|reserved_special_token_{3 + i}|>" for i in range(256 - len(LLAMA3_NAMED_SPECIALS))
 ]
 # SmolLM2's added tokens, ids 0..16 in this order.
 SMOLLM_SPECIALS = [
@@ -308,3 +308,22 @@ def write_llama2c_tokenizer(path: str | Path, sentencepiece_model: str | Path | 
             f.write(struct.pack("fI", score, len(token)))
             f.write(token)
     return processor.vocab_size()
+
+
+# transformers loads these with AutoTokenizer (the reference); "llama3-meta" and "llama2c" have no HF layout.
+HF_LAYOUTS = ("llama2", "alpaca", "llama2-json", "llama2-json+model", "llama3", "llama3-base", "smollm")
+
+
+def write_all_layouts(root: str | Path) -> dict[str, Path]:
+    """Every layout above in its own folder under `root`: name -> folder (llama2c -> its tokenizer.bin)."""
+    root = Path(root)
+    write_llama2_sentencepiece(root / "llama2", chat_template=LLAMA2_TEMPLATE)
+    write_llama2_sentencepiece(root / "alpaca", added_pad=True)
+    write_llama2_hf_json(root / "llama2-json")
+    write_llama2_hf_json(root / "llama2-json+model", with_model=True)
+    write_llama3_hf(root / "llama3")
+    write_llama3_hf(root / "llama3-base", chat_template=None)
+    write_llama3_tiktoken(root / "llama3-meta")
+    write_smollm_hf(root / "smollm")
+    write_llama2c_tokenizer(root / "llama2c" / "tokenizer.bin")
+    return {name: root / name for name in HF_LAYOUTS + ("llama3-meta",)} | {"llama2c": root / "llama2c" / "tokenizer.bin"}

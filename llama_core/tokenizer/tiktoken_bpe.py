@@ -24,11 +24,13 @@ from .special_files import SpecialConfig
 LLAMA3_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
-# Llama 3.1's special tokens in Meta's order (3.0 calls 128004/5/8/10 reserved; the ids that matter agree).
+# Llama 3.1's special tokens as its tokenizer.json names them (transformers' conversion script): 3.0 calls
+# 128004/8/10 reserved, Meta's newer code calls 128005 <|step_id|> and numbers the reserved ones from 2; the ids of
+# the tokens that matter (begin/end of text, headers, eom, eot) agree across all of them.
 _NAMED = ["<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>", "<|reserved_special_token_1|>",
-          "<|finetune_right_pad_id|>", "<|step_id|>", "<|start_header_id|>", "<|end_header_id|>", "<|eom_id|>",
-          "<|eot_id|>", "<|python_tag|>"]
-LLAMA3_SPECIAL_TOKENS = _NAMED + [f"<|reserved_special_token_{2 + i}|>" for i in range(256 - len(_NAMED))]
+          "<|finetune_right_pad_id|>", "<|reserved_special_token_2|>", "<|start_header_id|>", "<|end_header_id|>",
+          "<|eom_id|>", "<|eot_id|>", "<|python_tag|>"]
+LLAMA3_SPECIAL_TOKENS = _NAMED + [f"<|reserved_special_token_{3 + i}|>" for i in range(256 - len(_NAMED))]
 _LINE = re.compile(rb"^[A-Za-z0-9+/=]+ [0-9]+$")
 
 
