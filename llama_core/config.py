@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from .rope import normalise_rope_scaling
+
 
 @dataclass(frozen=True)
 class ModelArgs:
@@ -12,7 +14,9 @@ class ModelArgs:
 
     `hidden_dim` is the explicit FFN width that Hugging Face (`intermediate_size`) and
     llama2.c store; Meta's files instead store `multiple_of` / `ffn_dim_multiplier`
-    and derive it (see `ffn_hidden_dim`).
+    and derive it (see `ffn_hidden_dim`). `head_dim` is dim / n_heads unless a config sets
+    another (HF's `head_dim`); `rope_scaling` mirrors config.json's RoPE dict (None: plain RoPE),
+    and `max_seq_len` is the context the model runs with.
     """
 
     dim: int = 4096
@@ -27,26 +31,38 @@ class ModelArgs:
     rope_theta: float = 10000.0
     max_seq_len: int = 2048
     tie_embeddings: bool = False
+    head_dim: int | None = None
+    rope_scaling: dict | None = None
 
     def __post_init__(self) -> None:
         for name in ("dim", "n_layers", "n_heads", "vocab_size", "max_seq_len"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"config field '{name}' must be a positive integer, got {value!r}")
-        if self.dim % self.n_heads:
-            raise ValueError(f"config: dim ({self.dim}) must be divisible by n_heads ({self.n_heads})")
+        if self.head_dim is None:
+            if self.dim % self.n_heads:
+                raise ValueError(f"config: dim ({self.dim}) must be divisible by n_heads ({self.n_heads})")
+            object.__setattr__(self, "head_dim", self.dim // self.n_heads)
+        elif isinstance(self.head_dim, bool) or not isinstance(self.head_dim, int) or self.head_dim <= 0:
+            raise ValueError(f"config field 'head_dim' must be a positive integer, got {self.head_dim!r}")
         if self.kv_heads <= 0 or self.n_heads % self.kv_heads:
             raise ValueError(f"config: n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.kv_heads})")
         if self.head_dim % 2:
             raise ValueError(f"config: head_dim ({self.head_dim}) must be even for rotary embeddings")
+        object.__setattr__(self, "rope_scaling", normalise_rope_scaling(self.rope_scaling, self.max_seq_len))
 
     @property
     def kv_heads(self) -> int:
         return self.n_kv_heads or self.n_heads
 
     @property
-    def head_dim(self) -> int:
-        return self.dim // self.n_heads
+    def derived_head_dim(self) -> bool:
+        """Whether head_dim is the usual dim / n_heads (then it follows dim and n_heads in `replace`)."""
+        return self.dim % self.n_heads == 0 and self.head_dim == self.dim // self.n_heads
+
+    @property
+    def rope_type(self) -> str:
+        return self.rope_scaling["rope_type"] if self.rope_scaling else "default"
 
     @property
     def ffn_hidden_dim(self) -> int:
@@ -59,10 +75,18 @@ class ModelArgs:
         return self.multiple_of * ((hidden + self.multiple_of - 1) // self.multiple_of)
 
     def replace(self, **changes) -> "ModelArgs":
+        if "head_dim" not in changes and self.derived_head_dim:
+            changes["head_dim"] = None  # derived again from the new dim / n_heads
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The fields as a dict; head_dim and rope_scaling only when they say something (older files lack them)."""
+        values = dataclasses.asdict(self)
+        if self.derived_head_dim:
+            del values["head_dim"]
+        if self.rope_scaling is None:
+            del values["rope_scaling"]
+        return values
 
     @classmethod
     def from_dict(cls, values: dict) -> "ModelArgs":
@@ -73,8 +97,9 @@ class ModelArgs:
 
 def parameter_count(args: ModelArgs) -> int:
     """Exact number of weights, norms included, embeddings counted once when tied."""
-    d, kv_dim, h = args.dim, args.kv_heads * args.head_dim, args.ffn_hidden_dim
-    attention = d * d * 2 + d * kv_dim * 2  # wq, wo, wk, wv
+    d, h = args.dim, args.ffn_hidden_dim
+    q_dim, kv_dim = args.n_heads * args.head_dim, args.kv_heads * args.head_dim
+    attention = d * q_dim * 2 + d * kv_dim * 2  # wq, wo, wk, wv
     feed_forward = 3 * d * h
     per_layer = attention + feed_forward + 2 * d  # two RMSNorm weights
     embeddings = args.vocab_size * d * (1 if args.tie_embeddings else 2)

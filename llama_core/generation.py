@@ -5,13 +5,13 @@ from __future__ import annotations
 import enum
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from .errors import ParameterError
+from .errors import ParameterError, TokenizerError
 from .model import Transformer
 from .sampling import SamplingParams, sample, sampler_stages
 from .tokenizer import StreamDecoder, Tokenizer
@@ -104,15 +104,26 @@ def generate_stream(
     top_n: int = 10,
     attention_budget: int = DEFAULT_ATTENTION_BUDGET,
     fit_context: bool = False,
+    eos_ids: Iterable[int] | None = None,
 ) -> Iterator[StepRecord]:
     """Yield one `StepRecord` per generated token; the last one carries the stop reason.
 
     Everything is validated before any compute. Closing the generator stops the work at once.
     `fit_context=True` lets a run that would overflow the context window stop there
-    (`CONTEXT_FULL`) instead of being rejected up front.
+    (`CONTEXT_FULL`) instead of being rejected up front. `eos_ids`: the ids that end a run
+    (`LoadedModel.eos_ids`: the config's, generation config's and tokenizer's); None means
+    the tokenizer's eos id, an empty set that only length and stop sequences end it.
+
+    Embedding rows beyond the tokenizer's vocabulary (padding) name no token: they are never
+    sampled, shown or counted in a distribution.
     """
     if isinstance(top_n, bool) or not isinstance(top_n, int) or not 0 <= top_n <= MAX_TOP_N:
         raise ParameterError("top_n", f"an integer in [0, {MAX_TOP_N}]", top_n)
+    vocab = tokenizer.vocab_size  # logits beyond it are padding rows
+    if vocab > model.args.vocab_size:
+        raise TokenizerError(f"the tokenizer has {vocab} tokens but the model only {model.args.vocab_size} "
+                             "embedding rows; it belongs to another model")
+    stop_ids = _eos_set(tokenizer, eos_ids)
     prompt_ids = encode_prompt(tokenizer, prompt)
     context = model.args.max_seq_len
     budget = params.max_new_tokens
@@ -127,7 +138,6 @@ def generate_stream(
 
     seed = params.seed if params.seed is not None else secrets.randbits(63)
     generator = torch.Generator().manual_seed(seed)
-    vocab = model.args.vocab_size
     seen = torch.zeros(vocab, dtype=torch.bool)
     seen[torch.tensor(prompt_ids)] = True
     counts = torch.zeros(vocab)  # occurrences in the generated text only
@@ -143,7 +153,7 @@ def generate_stream(
     cache = model.new_cache(max_len=len(prompt_ids) + budget)
     out = model(torch.tensor([prompt_ids]), cache, capture_attention=capture, last_only=True)
     for index in range(budget):
-        logits = out.logits[0, -1]
+        logits = out.logits[0, -1, :vocab]  # dropping padding rows = their logits at -inf, at no cost
         if not torch.isfinite(logits).all():
             raise GenerationError(f"the model produced non-finite logits at step {index}; the weights may be corrupt "
                                   "or overflow in this dtype (try float32)")
@@ -155,7 +165,7 @@ def generate_stream(
 
         stop_reason = None
         pending += decoder.push(token)
-        if token == tokenizer.eos_id:
+        if token in stop_ids:
             stop_reason = StopReason.EOS
         cut = min((i for i in (pending.find(s) for s in params.stop) if i >= 0), default=-1)
         if cut >= 0:
@@ -177,6 +187,17 @@ def generate_stream(
             return
         capture = capture_attention and heads * (cache.length + 1) <= attention_left
         out = model(torch.tensor([[token]]), cache, capture_attention=capture)
+
+
+def _eos_set(tokenizer: Tokenizer, eos_ids: Iterable[int] | None) -> frozenset[int]:
+    if eos_ids is None:
+        return frozenset([tokenizer.eos_id]) if tokenizer.eos_id is not None else frozenset()
+    if isinstance(eos_ids, (str, bytes)) or not isinstance(eos_ids, Iterable):
+        raise ParameterError("eos_ids", "an iterable of token ids or None", eos_ids)
+    ids = list(eos_ids)
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise ParameterError("eos_ids", "an iterable of integer token ids or None", ids)
+    return frozenset(ids)
 
 
 def _removed_by(token_ids: list[int], stages: list[tuple[str, Tensor]]) -> list[str | None]:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import warnings
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -20,15 +21,17 @@ from torch import Tensor
 
 from .config import ModelArgs, parameter_count
 from .errors import CheckpointError, ParameterError, TokenizerError
+from .formats.gguf import GGUF_MAGIC, refuse_gguf
 from .formats.hf import WEIGHT_LAYOUTS, load_hf_checkpoint, weight_files
+from .formats.hf_config import read_generation_config
 from .formats.hub import download_snapshot, is_hub_id
 from .formats.llama2c import load_llama2c, read_header
-from .formats.meta import load_meta_checkpoint, shard_files
+from .formats.meta import load_meta_checkpoint, shard_files, vocab_from_tokenizer
+from .formats.tensor_files import CheckpointTensors, file_signature, read_json, stored_bytes
 from .model import Transformer
 from .quantize import quantize_int8
+from .tokenizer import Tokenizer, find_tokenizer_files, load_tokenizer
 from .weight_layout import prepare_for_inference
-from .formats.tensor_files import CheckpointTensors, file_signature, read_json, stored_bytes
-from .tokenizer import Tokenizer
 
 DTYPES = {
     "fp32": torch.float32, "float32": torch.float32,
@@ -36,6 +39,7 @@ DTYPES = {
     "fp16": torch.float16, "float16": torch.float16,
 }  # fmt: skip
 MAX_LISTED = 5  # names shown when listing missing / unexpected tensors
+MIN_CONTEXT, MAX_CONTEXT = 16, 2**20  # the rotary table alone is 2**20 · head_dim/2 · 8 bytes at the top
 
 
 @dataclass(frozen=True)
@@ -52,12 +56,31 @@ class LoadedModel:
     n_params: int
     n_bytes: int
     model_card: dict | None
+    # Every id that ends a run: config.json's, generation_config.json's and the tokenizer's (lists included).
+    eos_ids: tuple[int, ...] = ()
+    # The checkpoint's own sampling defaults (generation_config.json), in SamplingParams' names, only
+    # the keys it sets; `do_sample: false` there reads as {"temperature": 0.0}.
+    generation_defaults: dict = field(default_factory=dict)
+    context_length: int = 0  # positions the model runs with (args.max_seq_len)
+    trained_context_length: int = 0  # positions the checkpoint was trained on
+    chat_template: str | None = None  # the tokenizer's Jinja chat template, when it ships one
+
+    def __post_init__(self) -> None:
+        # Defaults for instances built by hand (tests, tools): what the model and tokenizer say themselves.
+        if not self.eos_ids and self.tokenizer is not None:
+            object.__setattr__(self, "eos_ids", tokenizer_eos_ids(self.tokenizer))
+        if not self.context_length:
+            object.__setattr__(self, "context_length", self.args.max_seq_len)
+        if not self.trained_context_length:
+            object.__setattr__(self, "trained_context_length", self.context_length)
 
 
 def detect_format(path: str | Path) -> str:
     """The checkpoint format ("hf", "meta" or "llama2c"), from a directory's files or a file's content."""
     path = Path(path)
     if path.is_file():
+        if _starts_with(path, GGUF_MAGIC):
+            refuse_gguf(path)
         if file_signature(path) == "safetensors":
             raise CheckpointError(f"{path.name}: a lone safetensors file; pass the directory holding its config.json")
         read_header(path)  # explains what is wrong with a file that is not llama2.c (a zip, a short file)
@@ -66,6 +89,8 @@ def detect_format(path: str | Path) -> str:
         raise CheckpointError(f"{path}: no such file or directory")
     if (path / "config.json").exists():
         return "hf"
+    if (ggufs := sorted(path.glob("*.gguf"))) and not any((path / n).exists() for layout in WEIGHT_LAYOUTS for n in layout):
+        refuse_gguf(ggufs[0])
     if (path / "params.json").exists() or any(path.glob("consolidated.*.pth")):
         return "meta"
     if any((path / name).exists() for layout in WEIGHT_LAYOUTS for name in layout):
@@ -96,8 +121,12 @@ def load_checkpoint(
     quantize: str | None = None,
     fast_layout: bool = True,
     check_memory: bool = True,
+    context_length: int | None = None,
 ) -> LoadedModel:
     """Load a Hugging Face directory or Hub id, a Meta directory, or a llama2.c file.
+
+    The config and the weights' headers are read first and the tokenizer second, so the first error
+    reported is about the model itself.
 
     Args:
         dtype: "auto" keeps the checkpoint's own dtype, but upcasts 16-bit weights to fp32 on the CPU when
@@ -110,6 +139,8 @@ def load_checkpoint(
             any (callers that make room first, like the app's registry, check themselves).
         fast_layout: on the CPU, store the projections the way decode reads them fastest and fuse
             q/k/v and gate/up (`weight_layout.py`); the same numbers, about 1.2-1.3× faster decode.
+        context_length: positions to run with instead of the checkpoint's own (at least 16); above the
+            trained length it warns, since quality degrades there unless RoPE scaling was trained for it.
     """
     requested_dtype = _parse_dtype(dtype)
     if quantize not in QUANTIZATIONS:
@@ -118,6 +149,7 @@ def load_checkpoint(
         raise ParameterError("quantize", "used without device_map (int8 runs on the CPU)", quantize)
     if device_map is None and (max_memory is not None or offload_dir is not None):
         raise ParameterError("device_map", "set when max_memory or offload_dir is given", device_map)
+    _check_context_length(context_length)
     path = download_snapshot(source) if is_hub_id(source) else Path(source).expanduser()
     fmt = detect_format(path)
     if device_map is None and check_memory:
@@ -125,21 +157,29 @@ def load_checkpoint(
     folder = path if path.is_dir() else path.parent
     card_path = folder / "model_card.json"
     card = read_json(card_path) if card_path.is_file() else None
+    checkpoint = _read_checkpoint(path, fmt)
+    with torch.device("meta"):
+        skeleton = Transformer(checkpoint.args)
+    tensors = _untie(checkpoint)
+    _check_names_and_shapes(skeleton, tensors, checkpoint.origins, path)
+
     tokenizer_path = _find_tokenizer(folder, fmt)
-    tokenizer = Tokenizer.from_file(tokenizer_path) if tokenizer_path else None
-    if fmt == "hf":
-        checkpoint = load_hf_checkpoint(path)
-    elif fmt == "meta":
-        checkpoint = load_meta_checkpoint(path, tokenizer.vocab_size if tokenizer else None)
-    else:
-        checkpoint = load_llama2c(path)
-    args = checkpoint.args
-    if tokenizer is not None and tokenizer.vocab_size != args.vocab_size:
-        raise TokenizerError(
-            f"{tokenizer_path}: tokenizer has {tokenizer.vocab_size} tokens but the model's vocab_size is "
-            f"{args.vocab_size}; this tokenizer.model belongs to another model"
+    tokenizer = load_tokenizer(tokenizer_path) if tokenizer_path else None
+    if fmt == "meta" and tokenizer is None and vocab_from_tokenizer(path):
+        raise CheckpointError(
+            f"params.json: vocab_size is -1, which means 'take it from the tokenizer', but no tokenizer.model "
+            f"was found in {path} or its parent"
         )
-    model = _build_model(checkpoint, requested_dtype, path, upcast_16bit=device_map is None)
+    args = checkpoint.args
+    if tokenizer is not None:
+        _check_vocabulary(tokenizer, tokenizer_path, args, checkpoint.origins)
+    trained = checkpoint.trained_context or args.max_seq_len
+    if context_length is not None:
+        if context_length > trained:
+            warnings.warn(f"context_length {context_length} is above the {trained} positions {source} was trained "
+                          "on; expect quality to degrade beyond them", stacklevel=2)
+        args = args.replace(max_seq_len=context_length)
+    model = _build_model(args, tensors, checkpoint, requested_dtype, upcast_16bit=device_map is None)
     loaded_dtype = model.tok_embeddings.weight.dtype
     n_params = sum(p.numel() for p in model.parameters())  # tied weights count once
     if quantize == "int8":
@@ -149,7 +189,66 @@ def load_checkpoint(
     n_bytes = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
     if device_map is not None:
         model = _dispatch(model, device_map, max_memory, offload_dir)
-    return LoadedModel(model, tokenizer, fmt, str(source), path, args, loaded_dtype, n_params, n_bytes, card)
+    generation_eos, defaults = read_generation_config(folder)
+    eos_ids = _union(checkpoint.eos_ids, generation_eos, tokenizer_eos_ids(tokenizer) if tokenizer else ())
+    return LoadedModel(
+        model, tokenizer, fmt, str(source), path, args, loaded_dtype, n_params, n_bytes, card,
+        eos_ids=tuple(i for i in eos_ids if i < args.vocab_size), generation_defaults=defaults,
+        context_length=args.max_seq_len, trained_context_length=trained,
+        chat_template=getattr(tokenizer, "chat_template", None),
+    )
+
+
+def tokenizer_eos_ids(tokenizer: Tokenizer) -> tuple[int, ...]:
+    """The tokenizer's end-of-sequence ids: all it names, or its one eos id."""
+    ids = getattr(tokenizer, "eos_ids", None)
+    if ids:
+        return tuple(ids)
+    return (tokenizer.eos_id,) if tokenizer.eos_id is not None and tokenizer.eos_id >= 0 else ()
+
+
+def _union(*groups: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(dict.fromkeys(i for group in groups for i in group))  # first-seen order, no repeats
+
+
+def _starts_with(path: Path, magic: bytes) -> bool:
+    with open(path, "rb") as f:
+        return f.read(len(magic)) == magic
+
+
+def _check_context_length(context_length: object) -> None:
+    if context_length is None:
+        return
+    if isinstance(context_length, bool) or not isinstance(context_length, int) or not (
+            MIN_CONTEXT <= context_length <= MAX_CONTEXT):
+        raise ParameterError("context_length", f"an integer in [{MIN_CONTEXT}, {MAX_CONTEXT}] or None (the "
+                             "checkpoint's own)", context_length)
+
+
+def _read_checkpoint(path: Path, fmt: str) -> CheckpointTensors:
+    """Config and memory-mapped tensors under Meta's names; no tensor data is read yet."""
+    if fmt == "hf":
+        return load_hf_checkpoint(path)
+    if fmt == "meta":
+        return load_meta_checkpoint(path)
+    return load_llama2c(path)
+
+
+def _check_vocabulary(tokenizer: Tokenizer, tokenizer_path: Path, args: ModelArgs, origins: dict[str, str]) -> None:
+    """A model may have more embedding rows than its tokenizer has tokens (padding: Alpaca's [PAD] row, sizes
+    rounded up to a multiple of 64), never fewer."""
+    rows_in = origins.get("tok_embeddings.weight", "the weights")
+    if tokenizer.vocab_size > args.vocab_size:
+        raise TokenizerError(
+            f"{tokenizer_path}: tokenizer has {tokenizer.vocab_size} tokens but the model's vocab_size is "
+            f"{args.vocab_size} (embedding rows in {rows_in}); a tokenizer larger than the model's vocabulary "
+            "belongs to another model"
+        )
+    if tokenizer.vocab_size * 2 < args.vocab_size:
+        warnings.warn(
+            f"{tokenizer_path}: the tokenizer has {tokenizer.vocab_size} tokens for {args.vocab_size} embedding rows "
+            f"in {rows_in}; rows beyond the tokenizer are never sampled. Is this the model's own tokenizer?",
+            stacklevel=3)
 
 
 QUANTIZATIONS = (None, "int8")
@@ -169,13 +268,11 @@ def _check_fits_in_memory(path: Path) -> None:
             "layers to disk")
 
 
-def _build_model(checkpoint: CheckpointTensors, dtype: torch.dtype | None, path: Path, upcast_16bit: bool) -> Transformer:
-    """An eval-mode model holding the checkpoint's tensors (converted to `dtype` unless None)."""
-    args = checkpoint.args
+def _build_model(args: ModelArgs, tensors: dict[str, Tensor], checkpoint: CheckpointTensors,
+                 dtype: torch.dtype | None, upcast_16bit: bool) -> Transformer:
+    """An eval-mode model holding the (already checked) tensors, converted to `dtype` unless None."""
     with torch.device("meta"):
         model = Transformer(args)
-    tensors = _untie(checkpoint)
-    _check_names_and_shapes(model, tensors, checkpoint.origins, path)
     dtype = dtype or _auto_dtype(checkpoint, upcast_16bit)
     tensors = {name: t.to(dtype) for name, t in tensors.items()}  # no copy when already in dtype
     _check_finite(tensors, checkpoint.origins)
@@ -221,9 +318,13 @@ def _auto_dtype(checkpoint: CheckpointTensors, upcast_16bit: bool) -> torch.dtyp
 
 
 def _find_tokenizer(folder: Path, fmt: str) -> Path | None:
-    # Meta's downloads keep one tokenizer.model above the per-size directories.
-    candidates = [folder, folder.parent] if fmt == "meta" else [folder]
-    return next((d / "tokenizer.model" for d in candidates if (d / "tokenizer.model").is_file()), None)
+    """The tokenizer's main file beside the weights (Meta's downloads keep one tokenizer.model above the
+    per-size directories); which file, when several kinds are present, is the tokenizer package's choice."""
+    for candidate in [folder, folder.parent] if fmt == "meta" else [folder]:
+        files = find_tokenizer_files(candidate)
+        if files:
+            return files[0]
+    return None
 
 
 def _untie(checkpoint: CheckpointTensors) -> dict[str, Tensor]:

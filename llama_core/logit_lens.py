@@ -36,7 +36,7 @@ def residual_stream(model: Transformer, token_ids: list[int]) -> list[torch.Tens
         raise ValueError(f"need 1 to {model.args.max_seq_len} tokens, got {len(token_ids)}")
     tokens = torch.tensor([token_ids])
     h = model.tok_embeddings(tokens)
-    freqs = model.freqs.to(h.device)[: len(token_ids)]
+    freqs = model.rope(0, len(token_ids), h.device)
     states = [h[0]]
     for layer in model.layers:
         h, _ = layer(h, freqs, None, 0, False)
@@ -45,12 +45,13 @@ def residual_stream(model: Transformer, token_ids: list[int]) -> list[torch.Tens
 
 
 @torch.no_grad()
-def logit_lens(model: Transformer, token_ids: list[int]) -> LogitLens:
+def logit_lens(model: Transformer, token_ids: list[int], vocab_size: int | None = None) -> LogitLens:
+    """Read each layer's prediction; `vocab_size` (the tokenizer's) leaves padding rows out of it."""
     states = residual_stream(model, token_ids)
     following = torch.tensor(token_ids[1:])
     top_ids, top_probs, next_probs = [], [], []
     for h in states:
-        probs = torch.softmax(model.output(model.norm(h)).float(), dim=-1)  # (T, V)
+        probs = torch.softmax(model.output(model.norm(h)).float()[:, :vocab_size], dim=-1)  # (T, V)
         best = probs.max(dim=-1)
         top_ids.append(best.indices.numpy())
         top_probs.append(best.values.numpy())

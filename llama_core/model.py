@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import ModelArgs
+from .rope import rotations
 
 
 class RMSNorm(nn.Module):
@@ -29,13 +30,6 @@ class RMSNorm(nn.Module):
         x32 = x.float()
         normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return normed.type_as(x) * self.weight
-
-
-def rope_frequencies(head_dim: int, max_seq_len: int, theta: float, device=None) -> Tensor:
-    """Complex rotations e^{i·pos·θ_j}, shape (max_seq_len, head_dim/2), in fp32 as in Meta's code."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=device)[: head_dim // 2].float() / head_dim))
-    angles = torch.outer(torch.arange(max_seq_len, device=device).float(), inv_freq)
-    return torch.polar(torch.ones_like(angles), angles)
 
 
 def apply_rope(x: Tensor, freqs: Tensor) -> Tensor:
@@ -184,12 +178,24 @@ class Transformer(nn.Module):
             self.output.weight = self.tok_embeddings.weight
         # A plain attribute, not a buffer, as in Meta's code: `model.to(bfloat16)` must not
         # cast the complex fp32 rotations (and a meta-device build must not leave them empty).
-        self.freqs = rope_frequencies(args.head_dim, args.max_seq_len, args.rope_theta)
+        self.freqs = rotations(args.head_dim, args.rope_theta, args.rope_scaling, 0, args.max_seq_len)
 
     def reset_rope(self) -> None:
         """Recompute the rotary table on the CPU; needed after building on the meta device."""
         a = self.args
-        self.freqs = rope_frequencies(a.head_dim, a.max_seq_len, a.rope_theta, device="cpu")
+        self.freqs = rotations(a.head_dim, a.rope_theta, a.rope_scaling, 0, a.max_seq_len, device="cpu")
+
+    def rope(self, start_pos: int, length: int, device=None) -> Tensor:
+        """The rotations of positions start_pos.. for one forward pass, (length, D/2) complex."""
+        a, end = self.args, start_pos + length
+        if a.rope_type == "dynamic" and end > a.rope_scaling["original_max_position_embeddings"]:
+            # Dynamic NTK stretches the base to the sequence seen so far, recomputed on every pass
+            # beyond the trained length (as transformers' dynamic_rope_update does). The keys already
+            # cached keep the rotation they were stored with, exactly as in transformers' cache.
+            return rotations(a.head_dim, a.rope_theta, a.rope_scaling, start_pos, end, seq_len=end, device=device)
+        if device is not None:
+            self.freqs = self.freqs.to(device)  # no-op after the first call on a device
+        return self.freqs[start_pos:end]
 
     def forward(
         self,
@@ -204,8 +210,7 @@ class Transformer(nn.Module):
         if start_pos + T > self.args.max_seq_len:
             raise ValueError(f"sequence of {start_pos + T} positions exceeds max_seq_len {self.args.max_seq_len}")
         h = self.tok_embeddings(tokens)  # (B, T, C)
-        self.freqs = self.freqs.to(h.device)  # no-op after the first call on a device
-        freqs = self.freqs[start_pos : start_pos + T]
+        freqs = self.rope(start_pos, T, h.device)
         captured = [] if capture_attention else None
         for layer in self.layers:
             h, probs = layer(h, freqs, cache, start_pos, capture_attention)

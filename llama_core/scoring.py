@@ -35,19 +35,23 @@ class TextScore:
 
 
 @torch.no_grad()
-def next_token_log_probs(model: Transformer, token_ids: list[int]) -> torch.Tensor:
-    """(T - 1, V) log-probabilities of the token at each position 1..T-1 given those before it."""
+def next_token_log_probs(model: Transformer, token_ids: list[int], vocab_size: int | None = None) -> torch.Tensor:
+    """(T - 1, V) log-probabilities of the token at each position 1..T-1 given those before it.
+
+    `vocab_size`: the tokenizer's; embedding rows beyond it are padding that names no token, so they
+    take no probability (V is then the tokenizer's size).
+    """
     if len(token_ids) < 2:
         raise ParameterError("text", "at least one token after <s>", f"{len(token_ids)} token(s)")
     if len(token_ids) > model.args.max_seq_len:
         raise ParameterError("text", f"at most {model.args.max_seq_len} tokens for this model", f"{len(token_ids)} tokens")
-    logits = model(torch.tensor([token_ids])).logits[0, :-1]
+    logits = model(torch.tensor([token_ids])).logits[0, :-1, :vocab_size]
     return torch.log_softmax(logits.float(), dim=-1)
 
 
 def score_text(model: Transformer, tokenizer: Tokenizer, text: str | list[int], top_n: int = 5) -> TextScore:
     token_ids = encode_prompt(tokenizer, text)
-    log_probs = next_token_log_probs(model, token_ids)
+    log_probs = next_token_log_probs(model, token_ids, tokenizer.vocab_size)
     targets = torch.tensor(token_ids[1:])
     chosen = log_probs.gather(1, targets[:, None])[:, 0]
     top = torch.topk(log_probs, min(top_n, log_probs.shape[1]), dim=-1)
@@ -69,12 +73,13 @@ class Divergence:
     argmax_agree: list[bool]
 
 
-def compare_on_tokens(model_a: Transformer, model_b: Transformer, token_ids: list[int]) -> Divergence:
-    """Where two models (same tokenizer) part on a shared token sequence."""
+def compare_on_tokens(model_a: Transformer, model_b: Transformer, token_ids: list[int],
+                      vocab_size: int | None = None) -> Divergence:
+    """Where two models (same tokenizer, of `vocab_size` tokens) part on a shared token sequence."""
     if model_a.args.vocab_size != model_b.args.vocab_size:
         raise ParameterError("models", "two models with the same vocabulary",
                              f"{model_a.args.vocab_size} and {model_b.args.vocab_size} tokens")
-    a, b = next_token_log_probs(model_a, token_ids), next_token_log_probs(model_b, token_ids)
+    a, b = next_token_log_probs(model_a, token_ids, vocab_size), next_token_log_probs(model_b, token_ids, vocab_size)
     targets = torch.tensor(token_ids[1:])[:, None]
     kl = (a.exp() * (a - b)).sum(-1)
     return Divergence(a.gather(1, targets)[:, 0].exp().tolist(), b.gather(1, targets)[:, 0].exp().tolist(),

@@ -14,21 +14,8 @@ from torch import Tensor
 
 from ..config import ModelArgs
 from ..errors import CheckpointError
+from .hf_config import config_eos_ids, read_config
 from .tensor_files import CheckpointTensors, load_tensor_file, read_json
-
-# config.json key → ModelArgs field.
-CONFIG_FIELDS = {
-    "hidden_size": "dim",
-    "num_hidden_layers": "n_layers",
-    "num_attention_heads": "n_heads",
-    "num_key_value_heads": "n_kv_heads",
-    "intermediate_size": "hidden_dim",
-    "rms_norm_eps": "norm_eps",
-    "max_position_embeddings": "max_seq_len",
-    "vocab_size": "vocab_size",
-    "tie_word_embeddings": "tie_embeddings",
-}
-REQUIRED_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
 
 # Weight files in order of preference: a single file, then a sharded index of the same kind.
 WEIGHT_LAYOUTS = (
@@ -53,38 +40,6 @@ LAYER_NAMES = {
     "post_attention_layernorm": "ffn_norm",
 }
 LAYER_PATTERN = re.compile(r"model\.layers\.(\d+)\.(.+)\.weight")
-
-
-def read_config(directory: Path) -> ModelArgs:
-    """Translate `config.json` into ModelArgs, refusing variants this model does not implement."""
-    config = read_json(directory / "config.json")
-    if config.get("model_type", "llama") != "llama":
-        raise CheckpointError(f"config.json: model_type is {config['model_type']!r}, only 'llama' is supported")
-    if config.get("hidden_act", "silu") != "silu":
-        raise CheckpointError(f"config.json: hidden_act is {config['hidden_act']!r}, only 'silu' is supported")
-    for key in REQUIRED_KEYS:
-        if key not in config:
-            raise CheckpointError(f"config.json: missing required key '{key}'")
-    values = {field: config[key] for key, field in CONFIG_FIELDS.items() if key in config}
-    values.setdefault("tie_embeddings", False)  # LlamaConfig's default
-
-    # transformers 5 nests rope settings in "rope_parameters"; 4.x kept them at the top level.
-    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
-    rope_type = rope.get("rope_type", rope.get("type", "default"))
-    if rope_type != "default":
-        raise CheckpointError(f"config.json: rope_type {rope_type!r} (scaled RoPE) is not supported by this model")
-    try:
-        if "rope_theta" in rope or "rope_theta" in config:
-            values["rope_theta"] = float(rope.get("rope_theta", config.get("rope_theta")))
-        args = ModelArgs(**values)
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"config.json: {e}") from None
-    if config.get("head_dim", args.head_dim) != args.head_dim:
-        raise CheckpointError(
-            f"config.json: head_dim {config['head_dim']} differs from hidden_size / num_attention_heads "
-            f"= {args.head_dim}, which this model does not support"
-        )
-    return args
 
 
 def weight_files(directory: Path) -> list[Path]:
@@ -142,7 +97,7 @@ def load_hf_checkpoint(directory: Path) -> CheckpointTensors:
             # A wrong shape is left for the loader's shape check, which explains it better than a failed view.
             if w is not None and w.shape == (n_heads * args.head_dim, args.dim):
                 tensors[name] = unpermute_rotary(w, n_heads)
-    return CheckpointTensors(args, tensors, origins)
+    return CheckpointTensors(args, tensors, origins, eos_ids=config_eos_ids(directory))
 
 
 def permute_rotary(w: Tensor, n_heads: int) -> Tensor:
@@ -153,7 +108,7 @@ def permute_rotary(w: Tensor, n_heads: int) -> Tensor:
 
 def hf_config(args: ModelArgs) -> dict:
     """A `config.json` that transformers' LlamaForCausalLM and our loader both read."""
-    return {
+    config = {
         "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu",
         "hidden_size": args.dim, "num_hidden_layers": args.n_layers, "num_attention_heads": args.n_heads,
         "num_key_value_heads": args.kv_heads, "intermediate_size": args.ffn_hidden_dim,
@@ -161,6 +116,11 @@ def hf_config(args: ModelArgs) -> dict:
         "vocab_size": args.vocab_size, "tie_word_embeddings": args.tie_embeddings,
         "bos_token_id": 1, "eos_token_id": 2, "attention_bias": False, "mlp_bias": False,
     }  # fmt: skip
+    if not args.derived_head_dim:
+        config["head_dim"] = args.head_dim
+    if args.rope_scaling:
+        config["rope_scaling"] = dict(args.rope_scaling)
+    return config
 
 
 def save_hf_checkpoint(state_dict: dict[str, Tensor], args: ModelArgs, out_dir: Path, dtype=None) -> Path:

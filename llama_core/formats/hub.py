@@ -24,8 +24,12 @@ from ..errors import CheckpointError
 # "org/name": one slash, names that start with a letter or digit (so "./x" or "../x" never match).
 REPO_ID = re.compile(r"\w[\w.-]*/\w[\w.-]*")
 
-# Only what the loader reads: config, weights (+ shard index), tokenizer, model card.
-COMMON_PATTERNS = ["config.json", "tokenizer.model", "model_card.json"]
+# Only what the loader reads, named one by one (never a pattern that could match code, such as *.py):
+# config and generation defaults, weights (+ shard index), every tokenizer file, the model card.
+COMMON_PATTERNS = [
+    "config.json", "generation_config.json", "model_card.json",
+    "tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+]
 SAFETENSORS_PATTERNS = ["model*.safetensors", "model.safetensors.index.json"]
 PICKLE_PATTERNS = ["pytorch_model*.bin", "pytorch_model.bin.index.json"]
 

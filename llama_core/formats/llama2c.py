@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..config import ModelArgs
 from ..errors import CheckpointError
-from ..model import rope_frequencies
+from ..rope import rope_frequencies
 from .tensor_files import ZIP_MAGIC, CheckpointTensors
 
 MAGIC = 0x616B3432  # "ak42" read as a little-endian uint32

@@ -48,6 +48,8 @@ class CheckpointTensors:
     args: ModelArgs
     tensors: dict[str, Tensor]
     origins: dict[str, str]
+    eos_ids: tuple[int, ...] = ()  # end-of-sequence ids the checkpoint's own config names
+    trained_context: int | None = None  # when it differs from args.max_seq_len (Meta's Llama 3.1)
 
 
 def read_json(path: Path) -> dict:
