@@ -23,7 +23,8 @@ CORPUS = Path(__file__).parent / "data" / "tiny_corpus.txt"
 
 # Meta's Llama 3 pre-tokenizer pattern (tokenizer.py `pat_str`, the Split regex of the HF tokenizer.json).
 LLAMA3_PATTERN = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 # Llama 3.1's special tokens as its tokenizer.json has them (ids 128000...): 11 named, then reserved 3..247.
 LLAMA3_NAMED_SPECIALS = [
@@ -250,7 +251,8 @@ def _smollm_tokenizer_json() -> str:
     tokenizer.post_processor = processors.ByteLevel(add_prefix_space=True, trim_offsets=False, use_regex=True)
     trainer = trainers.BpeTrainer(vocab_size=BPE_VOCAB + len(SMOLLM_SPECIALS), show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  special_tokens=[AddedToken(t, normalized=False, special=True) for t in SMOLLM_SPECIALS])
+                                  special_tokens=[AddedToken(t, normalized=False, special=True)
+                                                  for t in SMOLLM_SPECIALS])
     tokenizer.train([str(CORPUS)], trainer)
     return tokenizer.to_str()
 
@@ -326,4 +328,5 @@ def write_all_layouts(root: str | Path) -> dict[str, Path]:
     write_llama3_tiktoken(root / "llama3-meta")
     write_smollm_hf(root / "smollm")
     write_llama2c_tokenizer(root / "llama2c" / "tokenizer.bin")
-    return {name: root / name for name in HF_LAYOUTS + ("llama3-meta",)} | {"llama2c": root / "llama2c" / "tokenizer.bin"}
+    folders = {name: root / name for name in HF_LAYOUTS + ("llama3-meta",)}
+    return folders | {"llama2c": root / "llama2c" / "tokenizer.bin"}

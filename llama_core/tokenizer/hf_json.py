@@ -102,7 +102,6 @@ class HFJsonTokenizer(Tokenizer):
         self.kind = kind
         config = config or SpecialConfig()
         self.backend = tokenizer
-        where = config.files[0] if config.files else path
         spec = json.loads(tokenizer.to_str())  # the pipeline as data: which alphabet, byte fallback
         byte_level = is_byte_level(spec)
 
@@ -110,16 +109,17 @@ class HFJsonTokenizer(Tokenizer):
         for token_id, token in sorted(config.added.items()):
             if tokenizer.token_to_id(token.content) is not None:
                 continue
-            if token_id != tokenizer.get_vocab_size(with_added_tokens=True):
-                raise TokenizerError(f"{where}: added token {token.content!r} has id {token_id}, but {path} ends at "
-                                     f"id {tokenizer.get_vocab_size(with_added_tokens=True) - 1}")
+            size = tokenizer.get_vocab_size(with_added_tokens=True)
+            if token_id != size:  # the next free id is where the library would put it
+                raise TokenizerError(f"{config.where(f'id {token_id}') or path}: added token {token.content!r} has "
+                                     f"id {token_id}, expected {size} (the first id after {path})")
             tokenizer.add_tokens([HFAddedToken(token.content, single_word=False, lstrip=token.lstrip,
                                                rstrip=token.rstrip, normalized=token.normalized,
                                                special=token.special)])
         names = config.named()
         for key in ("bos_token", "eos_token"):
             if key in names and tokenizer.token_to_id(names[key]) is None:
-                raise TokenizerError(f"{where}: {key} {names[key]!r} is not a token of {path}")
+                raise TokenizerError(f"{config.where(key) or path}: {key} {names[key]!r} is not a token of {path}")
 
         size = max(tokenizer.get_vocab(with_added_tokens=True).values()) + 1
         added = tokenizer.get_added_tokens_decoder()

@@ -42,7 +42,8 @@ def read_llama2c_pieces(path: Path) -> list[tuple[str, float]]:
         offset += 8
         if length > max_length or offset + length > len(data) or not math.isfinite(score):
             raise TokenizerError(f"{path}: record {len(pieces)} at byte {offset - 8}: expected a finite score and a "
-                                 f"length ≤ {max_length} within the file, found score {score}, length {length}")
+                                 f"length ≤ {max_length} within the file, found score {score}, length {length}; the "
+                                 "file may be truncated or not a llama2.c tokenizer")
         try:
             text = data[offset : offset + length].decode("utf-8")
         except UnicodeDecodeError:

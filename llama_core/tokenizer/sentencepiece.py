@@ -68,7 +68,7 @@ class SentencePieceTokenizer(Tokenizer):
         added = dict(config.added)
         for token_id in sorted(i for i in added if i >= len(tokens)):
             if token_id != len(tokens):  # ids past the model must follow it without a gap
-                raise TokenizerError(f"{config.files[0] if config.files else path}: added token "
+                raise TokenizerError(f"{config.where(f'id {token_id}') or path}: added token "
                                      f"{added[token_id].content!r} has id {token_id}, expected {len(tokens)} "
                                      f"(the SentencePiece model has {sp.vocab_size()} pieces)")
             token = added[token_id]
@@ -83,7 +83,7 @@ class SentencePieceTokenizer(Tokenizer):
                 return default_id if default_id >= 0 else None
             token_id = next((i for i, t in enumerate(tokens) if t == text), None)
             if token_id is None and key in ("bos_token", "eos_token"):
-                raise TokenizerError(f"{config.files[0] if config.files else path}: {key} {text!r} is not a token "
+                raise TokenizerError(f"{config.where(key) or path}: {key} {text!r} is not a token "
                                      f"of {path}")
             return token_id
 

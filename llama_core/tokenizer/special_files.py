@@ -48,6 +48,11 @@ class SpecialConfig:
     added: dict[int, AddedToken] = field(default_factory=dict)
     additional_special: list[str] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
+    sources: dict[str, Path] = field(default_factory=dict)  # which file set each named token, for messages
+
+    def where(self, key: str) -> Path | None:
+        """The side file that set `key` (a named token, or "id N" for an added token), else the first one read."""
+        return self.sources.get(key) or (self.files[0] if self.files else None)
 
     def named(self) -> dict[str, str]:
         return {k: v for k in NAMED if (v := getattr(self, k)) is not None}
@@ -123,6 +128,8 @@ def read_special_config(folder: Path) -> SpecialConfig:
         config.files.append(mapping_path)
         for key in NAMED:
             setattr(config, key, _token_text(mapping.get(key), mapping_path, key))
+            if key in mapping:
+                config.sources[key] = mapping_path
         extra = mapping.get("additional_special_tokens") or []
         config.additional_special = [t for i, v in enumerate(extra)
                                      if (t := _token_text(v, mapping_path, f"additional_special_tokens[{i}]"))]
@@ -134,6 +141,7 @@ def read_special_config(folder: Path) -> SpecialConfig:
         for key in NAMED:  # tokenizer_config.json wins over special_tokens_map.json, as in transformers
             if key in tok_config:
                 setattr(config, key, _token_text(tok_config[key], config_path, key))
+                config.sources[key] = config_path
         for key in ("add_bos_token", "add_eos_token", "legacy", "add_prefix_space"):
             setattr(config, key, _flag(tok_config, key, config_path))
         tokenizer_class = tok_config.get("tokenizer_class")
@@ -144,7 +152,9 @@ def read_special_config(folder: Path) -> SpecialConfig:
             raise TokenizerError(f"{config_path}: added_tokens_decoder must be an object of id -> token, found "
                                  f"{type(decoder).__name__}")
         for key, value in decoder.items():
-            config.added[_token_id(key, config_path, "added_tokens_decoder")] = _added_token(value, config_path, key)
+            token_id = _token_id(key, config_path, "added_tokens_decoder")
+            config.added[token_id] = _added_token(value, config_path, key)
+            config.sources[f"id {token_id}"] = config_path
         extra = tok_config.get("additional_special_tokens") or tok_config.get("extra_special_tokens") or []
         if isinstance(extra, list):
             config.additional_special += [t for t in extra if isinstance(t, str)]
@@ -156,7 +166,9 @@ def read_special_config(folder: Path) -> SpecialConfig:
         for content, token_id in _read_json(added_path, dict).items():
             token_id = _token_id(token_id, added_path, "token")
             # added_tokens.json says nothing of specialness: the named tokens are special, the rest are not.
-            config.added.setdefault(token_id, AddedToken(content, special=content in named))
+            if token_id not in config.added:
+                config.added[token_id] = AddedToken(content, special=content in named)
+                config.sources[f"id {token_id}"] = added_path
 
     for name in ("chat_template.json", "chat_template.jinja"):  # the later, newer file wins
         path = folder / name

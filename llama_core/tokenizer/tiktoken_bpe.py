@@ -22,7 +22,8 @@ from .special_files import SpecialConfig
 
 # Meta's `pat_str` in llama3/tokenizer.py.
 LLAMA3_PATTERN = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 # Llama 3.1's special tokens as its tokenizer.json names them (transformers' conversion script): 3.0 calls
 # 128004/8/10 reserved, Meta's newer code calls 128005 <|step_id|> and numbers the reserved ones from 2; the ids of
