@@ -218,3 +218,34 @@ def test_from_file_still_loads_a_sentencepiece_model(layouts):
     tok = Tokenizer.from_file(layouts["llama2"] / "tokenizer.model")
     assert tok.kind == "sentencepiece" and tok.processor.vocab_size() == SP_VOCAB
     assert tok.chat_template == LLAMA2_TEMPLATE  # the side files beside it are read too
+
+
+def test_empty_token_names_of_early_conversions_fall_back_to_the_model(tmp_path):
+    from tokenizer_fixtures import write_llama2_sentencepiece
+
+    write_llama2_sentencepiece(tmp_path)
+    # decapoda-research/llama-7b-hf's tokenizer_config.json named every special token "" (and the class LLaMA...)
+    (tmp_path / "tokenizer_config.json").write_text(
+        '{"bos_token": "", "eos_token": "", "unk_token": "", "tokenizer_class": "LLaMATokenizer"}', encoding="utf-8")
+    (tmp_path / "special_tokens_map.json").unlink()
+    tok = load_tokenizer(tmp_path)
+    assert (tok.bos_id, tok.eos_id, tok.bos_token) == (1, 2, "<s>")
+
+
+def test_additional_special_tokens_are_matched_in_text(layouts, tmp_path):
+    import json
+    import shutil
+
+    folder = tmp_path / "smollm"
+    shutil.copytree(layouts["smollm"], folder)
+    chat = ("<|im_start|>", "<|im_end|>")
+    # Make them plain vocabulary entries that only special_tokens_map.json's additional_special_tokens names.
+    spec = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    spec["added_tokens"] = [t for t in spec["added_tokens"] if t["content"] not in chat]
+    (folder / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
+    config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    del config["added_tokens_decoder"], config["additional_special_tokens"]
+    (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    tok = load_tokenizer(folder)
+    assert tok.encode("<|im_start|>hi<|im_end|>") == [1] + tok.encode("hi") + [2]
+    assert tok.is_special(1) and tok.is_special(2)

@@ -114,3 +114,17 @@ def test_two_llama2c_tokenizers_are_ambiguous(tmp_path):
         write_llama2c_tokenizer(tmp_path / name)
     raises(tmp_path, r"several llama2.c tokenizers \(tok4096.bin, tok512.bin\)")
     assert load_tokenizer(tmp_path / "tok512.bin").kind == "llama2c"
+
+
+def test_decode_checks_ids(tmp_path):
+    import numpy as np
+
+    from llama_core.errors import ParameterError
+
+    write_llama3_hf(tmp_path)
+    tok = load_tokenizer(tmp_path)
+    ids = tok.encode("Hi there", bos=False)
+    assert tok.decode(np.array(ids)) == tok.decode(ids) == "Hi there"  # numpy and torch ints are ids too
+    for bad in (tok.vocab_size, -1, 1.0, "3"):
+        with pytest.raises(ParameterError, match=rf"token id must be an integer in \[0, {tok.vocab_size - 1}\]"):
+            tok.decode([bad])

@@ -61,7 +61,10 @@ def test_real_vocabulary_display_and_stream(llama):
     shown = llama.display_pieces(ids)
     assert "🦙" in shown and "é" in "".join(shown)  # the emoji's four byte pieces show as one character
     assert all("<0x" not in piece for piece in shown)
-    assert [llama.is_byte(i) for i in llama.encode("🦙", bos=False)] == [False, True, True, True, True]
+    llama_ids = llama.encode("🦙", bos=False)  # '▁' then the emoji's four UTF-8 bytes as byte pieces
+    assert [llama.is_byte(i) for i in llama_ids] == [False, True, True, True, True]
+    assert llama.display_pieces(llama_ids) == [" ", "🦙", "", "", ""]
+    assert [llama.piece(i) for i in llama_ids] == [" ", "<0xF0>", "<0x9F>", "<0xA6>", "<0x99>"]
     decoder = StreamDecoder(llama, llama.encode("Once"))
     deltas = [decoder.push(i) for i in ids] + [decoder.flush()]
     assert "".join(deltas) == " " + text and all("\ufffd" not in d for d in deltas)

@@ -8,6 +8,7 @@ same way: as the space or newline they stand for.
 
 from __future__ import annotations
 
+import operator
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -25,9 +26,28 @@ def utf8_state(data: bytes) -> str:
         return "incomplete" if error.reason == "unexpected end of data" and error.end == len(data) else "invalid"
 
 
-def hex_bytes(data: bytes) -> str:
-    """Bytes that are no text on their own, as SentencePiece names byte pieces: <0xE6><0xBD>."""
-    return "".join(f"<0x{b:02X}>" for b in data)
+def _char_length(data: bytes | bytearray, i: int) -> int:
+    """Length of the whole UTF-8 character starting at data[i]; 0 if none does (a lone or stray byte)."""
+    lead = data[i]
+    n = 1 if lead < 0x80 else 2 if 0xC2 <= lead < 0xE0 else 3 if 0xE0 <= lead < 0xF0 else 4 if lead < 0xF5 else 0
+    if n and i + n <= len(data):
+        try:
+            bytes(data[i : i + n]).decode("utf-8")
+            return n
+        except UnicodeDecodeError:
+            pass
+    return 0
+
+
+def readable_spans(data: bytes | bytearray) -> list[tuple[int, str]]:
+    """(byte offset, text) for each character of `data`, and <0xNN> (as SentencePiece names byte pieces) for
+    each byte that begins none."""
+    spans, i = [], 0
+    while i < len(data):
+        n = _char_length(data, i)
+        spans.append((i, bytes(data[i : i + n]).decode("utf-8") if n else f"<0x{data[i]:02X}>"))
+        i += n or 1
+    return spans
 
 
 class Tokenizer:
@@ -106,8 +126,7 @@ class Tokenizer:
         parts: list[str] = []
         run = bytearray()
         for token_id in ids:
-            if not isinstance(token_id, int) or not 0 <= token_id < self.vocab_size:
-                raise ParameterError("token id", f"an integer in [0, {self.vocab_size - 1}]", token_id)
+            token_id = self._checked(token_id)
             data = self._bytes[token_id]
             if data is not None:
                 run += data
@@ -115,11 +134,19 @@ class Tokenizer:
                 parts.append(run.decode("utf-8", errors="replace"))
                 run.clear()
                 parts.append(self._tokens[token_id])
-        # Decoding whole runs (not token by token) keeps characters split over several tokens whole, and a
-        # special token in between does not change the text of those around it.
+        # Decoding runs of tokens, not token by token, keeps a character split over several tokens whole.
         parts.append(run.decode("utf-8", errors="replace"))
         text = "".join(parts)
         return text[1:] if self._strip_first_space and text.startswith(" ") else text
+
+    def _checked(self, token_id: object) -> int:
+        try:
+            index = operator.index(token_id)  # ints of numpy and torch too, not floats
+        except TypeError:
+            index = -1
+        if not 0 <= index < self.vocab_size:
+            raise ParameterError("token id", f"an integer in [0, {self.vocab_size - 1}]", token_id)
+        return index
 
     def token_to_id(self, text: str) -> int | None:
         return self._ids.get(text)
@@ -137,51 +164,32 @@ class Tokenizer:
 
     def piece(self, token_id: int) -> str:
         """What one token looks like on its own: its text with spaces and newlines as themselves, a special
-        token as its name, bytes that are no character alone as <0xNN>."""
+        token as its name, bytes that make no character alone as <0xNN>."""
         data = self._bytes[token_id]
         if data is None:
             return self._tokens[token_id]
-        return data.decode("utf-8") if utf8_state(data) == "complete" else hex_bytes(data)
+        return "".join(text for _, text in readable_spans(data))
 
     def display_pieces(self, ids: Sequence[int]) -> list[str]:
-        """One readable string per id; tokens that only together make a character show it on the first of
-        them (the others show ""), so é, 你 and 🦙 read whole even when spread over byte tokens."""
+        """One readable string per id. A character spread over several tokens (é, 你 or 🦙 as byte tokens) is
+        shown whole on the token holding its first byte; a token holding only the rest of characters shows ""."""
         shown = [""] * len(ids)
-        group: list[int] = []  # positions of tokens whose bytes do not yet end on a character boundary
-        buffer = b""
+        owner: list[int] = []  # for each byte of the current run of non-special tokens: its token's position
+        run = bytearray()
 
-        def flush_as_hex() -> None:
-            for position in group:
-                shown[position] = self.piece(ids[position])
+        def close_run() -> None:
+            for offset, text in readable_spans(run):
+                shown[owner[offset]] += text
+            owner.clear()
+            run.clear()
 
         for position, token_id in enumerate(ids):
             data = self._bytes[token_id]
-            if data is None:  # a special token ends any group: its bytes never join text
-                flush_as_hex()
-                group, buffer = [], b""
+            if data is None:  # a special token: its name, and characters never continue across it
+                close_run()
                 shown[position] = self._tokens[token_id]
-                continue
-            if not group and utf8_state(data) == "complete":
-                shown[position] = data.decode("utf-8")
-                continue
-            group.append(position)
-            buffer += data
-            state = utf8_state(buffer)
-            if state == "complete":
-                shown[group[0]] = buffer.decode("utf-8")
-                group, buffer = [], b""
-            elif state == "invalid":
-                # Not the pieces of one character after all: show the group's tokens one by one, then
-                # let this token start over.
-                group.pop()
-                flush_as_hex()
-                group, buffer = [], b""
-                if utf8_state(data) == "complete":
-                    shown[position] = data.decode("utf-8")
-                else:
-                    group, buffer = [position], data
-                    if utf8_state(data) == "invalid":
-                        flush_as_hex()
-                        group, buffer = [], b""
-        flush_as_hex()
+            else:
+                owner.extend([position] * len(data))
+                run.extend(data)
+        close_run()
         return shown

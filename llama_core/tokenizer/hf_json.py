@@ -120,11 +120,15 @@ class HFJsonTokenizer(Tokenizer):
         for key in ("bos_token", "eos_token"):
             if key in names and tokenizer.token_to_id(names[key]) is None:
                 raise TokenizerError(f"{config.where(key) or path}: {key} {names[key]!r} is not a token of {path}")
+        # Special tokens the side files name are matched in text as their ids, as transformers registers them.
+        # One the vocabulary lacks (a pad_token "<pad>" of a model without one) is left out, not appended:
+        # the model has no embedding row for it.
+        known = [t for t in config.special_texts() if tokenizer.token_to_id(t) is not None]
+        tokenizer.add_special_tokens([HFAddedToken(t, normalized=False, special=True) for t in known])
 
         size = max(tokenizer.get_vocab(with_added_tokens=True).values()) + 1
         added = tokenizer.get_added_tokens_decoder()
-        named_ids = {tokenizer.token_to_id(text) for text in names.values()} - {None}
-        special = {i for i, t in added.items() if t.special} | named_ids
+        special = {i for i, t in added.items() if t.special} | {tokenizer.token_to_id(t) for t in known}
         to_byte = byte_level_table()
         byte_fallback = spec["model"].get("byte_fallback", False)
         tokens, data, byte_ids = [], [], set()
@@ -151,7 +155,7 @@ class HFJsonTokenizer(Tokenizer):
         # treating spaces around added tokens; we encode the text between added tokens as SentencePiece would.
         self._pipelines = None
         strip_first_space = _strips_first_space(spec.get("decoder"))
-        if not byte_level and (config.tokenizer_class or "").removesuffix("Fast") == "LlamaTokenizer":
+        if not byte_level and (config.tokenizer_class or "").lower().removesuffix("fast") == "llamatokenizer":
             strip_first_space = config.add_prefix_space is not False
             self._pipelines = _sentencepiece_pipelines(tokenizer, config)
             self._matcher = added_token_pattern({i: AddedToken(t.content, t.special, t.lstrip, t.rstrip)
@@ -163,7 +167,7 @@ class HFJsonTokenizer(Tokenizer):
         else:  # the file's post-processor decides, as transformers keeps it when the config says nothing
             plain = tokenizer.encode("a", add_special_tokens=False).ids
             full = tokenizer.encode("a", add_special_tokens=True).ids
-            leading = full[0] if len(full) > len(plain) and full[: len(plain)] != plain else None
+            leading = full[0] if len(full) > len(plain) and full[1 : len(plain) + 1] == plain else None
             if bos_id is None and leading is not None and leading in special:
                 bos_id = leading
             add_bos = leading is not None and leading == bos_id

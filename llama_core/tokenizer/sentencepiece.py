@@ -90,7 +90,8 @@ class SentencePieceTokenizer(Tokenizer):
         bos_id, eos_id = named("bos_token", sp.bos_id()), named("eos_token", sp.eos_id())
         unk_id, pad_id = named("unk_token", sp.unk_id()), named("pad_token", sp.pad_id())
         matchable = {i: added[i] for i in added if i < len(tokens)}
-        for token_id in (bos_id, eos_id, unk_id, pad_id):
+        extra = [tokens.index(t) for t in config.additional_special if t in tokens]  # additional_special_tokens
+        for token_id in (bos_id, eos_id, unk_id, pad_id, *extra):
             if token_id is not None:
                 special.add(token_id)
                 data[token_id] = None

@@ -57,6 +57,10 @@ class SpecialConfig:
     def named(self) -> dict[str, str]:
         return {k: v for k in NAMED if (v := getattr(self, k)) is not None}
 
+    def special_texts(self) -> list[str]:
+        """Every token text the side files call special: the named ones and additional_special_tokens."""
+        return list(dict.fromkeys([*self.named().values(), *self.additional_special]))
+
 
 def _read_json(path: Path, expected: type) -> object:
     try:
@@ -74,10 +78,11 @@ def _read_json(path: Path, expected: type) -> object:
 
 def _token_text(value: object, path: Path, key: str) -> str | None:
     # A named token is a string, or an AddedToken written as {"content": ..., "lstrip": ..., ...}.
+    # An empty name (early LLaMA conversions wrote bos/eos/unk as "") names no token: the model file decides.
     if value is None or isinstance(value, str):
-        return value
+        return value or None
     if isinstance(value, dict) and isinstance(value.get("content"), str):
-        return value["content"]
+        return value["content"] or None
     raise TokenizerError(f"{path}: {key} must be a string or an object with a \"content\" string, found {value!r}")
 
 
