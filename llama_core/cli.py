@@ -24,6 +24,8 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--offload-dir", default=None, help="where layers offloaded to disk are kept")
     parser.add_argument("--quantize", default=None, choices=["int8"],
                         help="weight-only int8 projections for faster CPU decode (see README, Speed)")
+    parser.add_argument("--context", type=int, default=None,
+                        help="context length to run with (≥ 16; default: the checkpoint's own)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,11 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--template", default="plain", choices=list(TEMPLATES))
     generate.add_argument("--system", default="", help="system prompt (llama-2-chat template)")
     defaults = SamplingParams()
-    generate.add_argument("--temperature", type=float, default=defaults.temperature, help="0 = greedy")
-    generate.add_argument("--top-k", type=int, default=defaults.top_k, help="0 = off")
-    generate.add_argument("--top-p", type=float, default=defaults.top_p, help="1 = off")
+    # None = not given: the model's generation_config.json value if it has one, else ours (shown in --help).
+    model_default = "the model's generation_config.json value, else"
+    generate.add_argument("--temperature", type=float, default=None,
+                          help=f"0 = greedy (default: {model_default} {defaults.temperature})")
+    generate.add_argument("--top-k", type=int, default=None, help=f"0 = off (default: {model_default} {defaults.top_k})")
+    generate.add_argument("--top-p", type=float, default=None, help=f"1 = off (default: {model_default} {defaults.top_p})")
     generate.add_argument("--min-p", type=float, default=defaults.min_p, help="0 = off")
-    generate.add_argument("--repetition-penalty", type=float, default=defaults.repetition_penalty)
+    generate.add_argument("--repetition-penalty", type=float, default=None,
+                          help=f"1 = off (default: {model_default} {defaults.repetition_penalty})")
     generate.add_argument("--presence-penalty", type=float, default=defaults.presence_penalty)
     generate.add_argument("--frequency-penalty", type=float, default=defaults.frequency_penalty)
     generate.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
@@ -102,21 +108,38 @@ def _load(args):
     from .loading import load_checkpoint  # deferred: `--help` should not wait for torch to load weights
 
     return load_checkpoint(args.model, dtype=args.dtype, device_map=args.device_map, offload_dir=args.offload_dir,
-                           quantize=args.quantize)
+                           quantize=args.quantize, context_length=args.context)
+
+
+MODEL_DEFAULTED = ("temperature", "top_k", "top_p", "repetition_penalty")  # flags a generation_config may set
+
+
+def sampling_params(args, model_defaults: dict) -> tuple[SamplingParams, dict]:
+    """The run's SamplingParams: flags given win, then the model's own defaults, then ours; and which of the
+    values came from the model."""
+    given = {name: getattr(args, name) for name in MODEL_DEFAULTED if getattr(args, name) is not None}
+    from_model = {k: v for k, v in model_defaults.items() if k in MODEL_DEFAULTED and k not in given}
+    params = SamplingParams(
+        **from_model, **given, min_p=args.min_p, presence_penalty=args.presence_penalty,
+        frequency_penalty=args.frequency_penalty, max_new_tokens=args.max_new_tokens, seed=args.seed,
+        stop=tuple(args.stop),
+    )
+    return params, from_model
 
 
 def run_generate(args) -> int:
-    params = SamplingParams(
-        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
-        repetition_penalty=args.repetition_penalty, presence_penalty=args.presence_penalty,
-        frequency_penalty=args.frequency_penalty, max_new_tokens=args.max_new_tokens, seed=args.seed,
-        stop=tuple(args.stop),
-    )  # validated before the (slow) load
+    sampling_params(args, {})  # the flags are validated before the (slow) load
     loaded = _load(args)
     if loaded.tokenizer is None:
-        raise TokenizerError(f"no tokenizer.model found next to {loaded.path}; put the model's tokenizer.model there")
+        raise TokenizerError(f"no tokenizer found next to {loaded.path}; put the model's tokenizer there "
+                             "(tokenizer.json, tokenizer.model, or llama2.c's tokenizer.bin)")
+    params, from_model = sampling_params(args, loaded.generation_defaults)
+    if from_model:
+        shown = ", ".join(f"{k} {v}" for k, v in from_model.items())
+        print(f"[model defaults from generation_config.json: {shown}; flags override them]", file=sys.stderr)
     prompt = apply_template(args.template, args.prompt, args.system)
-    stream = generate_stream(loaded.model, loaded.tokenizer, prompt, params, top_n=args.top_n)
+    stream = generate_stream(loaded.model, loaded.tokenizer, prompt, params, top_n=args.top_n,
+                             eos_ids=loaded.eos_ids)
     last = None
     try:
         for last in stream:
@@ -160,7 +183,14 @@ def run_info(args) -> int:
         "parameters": parameter_count(loaded.args),
         "dtype": str(loaded.dtype).removeprefix("torch."),
         "bytes": loaded.n_bytes,
+        "context_length": loaded.context_length,
+        "trained_context_length": loaded.trained_context_length,
         "tokenizer": str(loaded.tokenizer.path) if loaded.tokenizer else None,
+        "tokenizer_kind": getattr(loaded.tokenizer, "kind", None),
+        "tokenizer_tokens": loaded.tokenizer.vocab_size if loaded.tokenizer else None,
+        "eos_ids": list(loaded.eos_ids),
+        "generation_defaults": loaded.generation_defaults,
+        "chat_template": loaded.chat_template is not None,
         "model_card": loaded.model_card,
     }
     if args.json:
@@ -172,7 +202,8 @@ def run_info(args) -> int:
             for k, v in value.items():
                 print(f"  {k}: {v}")
         else:
-            print(f"{key}: {value:,}" if isinstance(value, int) else f"{key}: {value}")
+            number = isinstance(value, int) and not isinstance(value, bool)
+            print(f"{key}: {value:,}" if number else f"{key}: {value}")
     return 0
 
 

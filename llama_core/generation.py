@@ -73,7 +73,7 @@ def encode_prompt(tokenizer: Tokenizer, prompt: str | list[int]) -> list[int]:
             raise ParameterError("prompt", f"at most {MAX_PROMPT_CHARS} characters", f"{len(prompt)} characters")
         if not prompt.strip():
             raise ParameterError("prompt", "a non-empty text", prompt)
-        return tokenizer.encode(prompt, bos=True)
+        return tokenizer.encode(prompt)  # BOS as the tokenizer's files say (SmolLM2 adds none)
     if not isinstance(prompt, (list, tuple)) or not prompt:
         raise ParameterError("prompt", "a non-empty text or list of token ids", prompt)
     for token_id in prompt:
