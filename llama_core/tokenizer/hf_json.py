@@ -61,6 +61,12 @@ def read_tokenizer_json(path: Path) -> HFTokenizer:
                              f"{model_type} model it rejects: {error}") from None
 
 
+def _pipeline_spec(tokenizer: HFTokenizer) -> dict:
+    """The decoder and pre-tokenizer as data (their JSON), without serializing the whole vocabulary."""
+    return {key: json.loads(part.__getstate__()) if (part := getattr(tokenizer, key)) is not None else None
+            for key in ("decoder", "pre_tokenizer")}
+
+
 def is_byte_level(spec: dict) -> bool:
     """Whether a parsed tokenizer.json works on GPT-2's byte-level alphabet (its decoder or pre-tokenizer says so)."""
     return any('"ByteLevel"' in json.dumps(spec.get(key)) for key in ("decoder", "pre_tokenizer"))
@@ -102,7 +108,7 @@ class HFJsonTokenizer(Tokenizer):
         self.kind = kind
         config = config or SpecialConfig()
         self.backend = tokenizer
-        spec = json.loads(tokenizer.to_str())  # the pipeline as data: which alphabet, byte fallback
+        spec = _pipeline_spec(tokenizer)
         byte_level = is_byte_level(spec)
 
         # Tokens the side files add that the file lacks, in id order, each where the side file says it is.
@@ -129,8 +135,9 @@ class HFJsonTokenizer(Tokenizer):
         size = max(tokenizer.get_vocab(with_added_tokens=True).values()) + 1
         added = tokenizer.get_added_tokens_decoder()
         special = {i for i, t in added.items() if t.special} | {tokenizer.token_to_id(t) for t in known}
-        to_byte = byte_level_table()
-        byte_fallback = spec["model"].get("byte_fallback", False)
+        # str.translate maps the byte-level stand-ins back to chr(byte) at C speed; latin-1 then gives the bytes.
+        to_byte = str.maketrans({char: chr(byte) for char, byte in byte_level_table().items()})
+        byte_fallback = getattr(tokenizer.model, "byte_fallback", False)
         tokens, data, byte_ids = [], [], set()
         for token_id in range(size):
             text = tokenizer.id_to_token(token_id)
@@ -141,8 +148,10 @@ class HFJsonTokenizer(Tokenizer):
             elif token_id in added:
                 data.append(text.encode("utf-8"))  # a non-special added token is literal text
             elif byte_level:
-                data.append(bytes(to_byte[c] for c in text) if all(c in to_byte for c in text)
-                            else text.encode("utf-8"))
+                try:
+                    data.append(text.translate(to_byte).encode("latin-1"))
+                except UnicodeEncodeError:  # a character outside the byte alphabet stands for itself
+                    data.append(text.encode("utf-8"))
             elif byte_fallback and len(text) == 6 and text.startswith("<0x") and text.endswith(">"):
                 data.append(bytes([int(text[3:5], 16)]))
                 byte_ids.add(token_id)

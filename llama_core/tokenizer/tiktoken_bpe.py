@@ -73,10 +73,11 @@ def bpe_from_ranks(ranks: dict[bytes, int]) -> HFTokenizer:
     """A byte-level BPE that encodes as tiktoken does on the same ranks, with Llama 3's pre-tokenizer."""
     from .hf_json import byte_level_table
 
-    stand_in = {byte: char for char, byte in byte_level_table().items()}
+    # bytes -> latin-1 text (one character per byte) -> the byte-level stand-ins, both at C speed
+    stand_in = str.maketrans({chr(byte): char for char, byte in byte_level_table().items()})
 
     def symbols(token: bytes) -> str:
-        return "".join(stand_in[b] for b in token)
+        return token.decode("latin-1").translate(stand_in)
 
     merges = []
     for token, rank in ranks.items():
