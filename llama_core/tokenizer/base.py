@@ -105,7 +105,13 @@ class Tokenizer:
 
     # -- shared ----------------------------------------------------------------------------------------------
     def encode(self, text: str, bos: bool | None = None, eos: bool = False) -> list[int]:
-        """Ids of `text`; `bos=None` follows the tokenizer's own default (`add_bos`)."""
+        """Ids of `text`; `bos=None` follows the tokenizer's own default (`add_bos`), `eos=True` appends EOS.
+
+        Special-token strings typed in `text` become their ids, as transformers' encode does by default: `<s>`,
+        `</s>`, `<unk>` and added tokens (Alpaca's `[PAD]`) for SentencePiece and llama2.c files; every added token
+        of a tokenizer.json (`<|eot_id|>`, `<|im_start|>`, …); Llama 3's 256 special tokens for Meta's tiktoken
+        file (Meta's own tokenizer.py would encode them as plain text unless told `allowed_special="all"`).
+        """
         if not isinstance(text, str):
             raise ParameterError("text", "a string", text)
         ids = self._encode_text(text)
