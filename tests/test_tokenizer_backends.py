@@ -249,3 +249,15 @@ def test_additional_special_tokens_are_matched_in_text(layouts, tmp_path):
     tok = load_tokenizer(folder)
     assert tok.encode("<|im_start|>hi<|im_end|>") == [1] + tok.encode("hi") + [2]
     assert tok.is_special(1) and tok.is_special(2)
+
+
+def test_gguf_vocabulary_is_sentencepiece_only_and_keeps_added_tokens(ours, tmp_path):
+    gguf = pytest.importorskip("gguf")
+    from llama_core.errors import TokenizerError
+    from llama_core.formats.gguf_export import _add_vocabulary
+
+    writer = gguf.GGUFWriter(tmp_path / "vocab.gguf", "llama")
+    _add_vocabulary(writer, ours("alpaca"))  # 512 pieces + [PAD] past the model
+    _add_vocabulary(gguf.GGUFWriter(tmp_path / "l2c.gguf", "llama"), ours("llama2c"))
+    with pytest.raises(TokenizerError, match=r"GGUF export writes SentencePiece vocabularies .* this is a hf-json"):
+        _add_vocabulary(gguf.GGUFWriter(tmp_path / "l3.gguf", "llama"), ours("llama3"))

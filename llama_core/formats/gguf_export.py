@@ -116,9 +116,17 @@ def _add_hyperparameters(writer: gguf.GGUFWriter, loaded: LoadedModel, file_type
 
 def _add_vocabulary(writer: gguf.GGUFWriter, tokenizer: Tokenizer) -> None:
     """The SentencePiece model as llama.cpp's "llama" tokenizer reads it: pieces, scores, token types."""
-    sp = tokenizer.processor
+    sp = getattr(tokenizer, "processor", None)  # SentencePiece and llama2.c tokenizers carry one
+    if sp is None:
+        raise TokenizerError(f"{tokenizer.path}: GGUF export writes SentencePiece vocabularies (llama.cpp's \"llama\" "
+                             f"tokenizer); this is a {tokenizer.kind} tokenizer")
     pieces, scores, types = [], [], []
     for token_id in range(tokenizer.vocab_size):
+        if token_id >= sp.vocab_size():  # an added token past the model (Alpaca's [PAD])
+            pieces.append(tokenizer.piece(token_id).encode("utf-8"))
+            scores.append(0.0)
+            types.append(TokenType.CONTROL if tokenizer.is_special(token_id) else TokenType.USER_DEFINED)
+            continue
         pieces.append(sp.id_to_piece(token_id).encode("utf-8"))
         scores.append(sp.get_score(token_id))
         types.append(_token_type(sp, token_id))
