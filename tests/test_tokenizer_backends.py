@@ -19,7 +19,7 @@ from llama_core.tokenizer import Tokenizer, find_tokenizer_files, load_tokenizer
 
 transformers = pytest.importorskip("transformers")
 tiktoken_load = pytest.importorskip("tiktoken.load")
-import tiktoken  # noqa: E402  (after the skip above)
+import tiktoken  # after the skip above
 
 TEXTS = [
     "Alice was beginning to get very tired of sitting by her sister",

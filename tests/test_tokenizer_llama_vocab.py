@@ -22,7 +22,7 @@ def vectors() -> list[tuple[str, list[int]]]:
     texts = texts.split("\n__ggml_vocab_test__\n")[:-1]  # each string is followed by the separator line
     lines = (THIRD_PARTY / "ggml-vocab-llama-spm.gguf.out").read_text(encoding="utf-8").split("\n")[:-1]
     assert len(texts) == len(lines) == 46
-    return [(text, [int(i) for i in line.split()]) for text, line in zip(texts, lines)]
+    return [(text, [int(i) for i in line.split()]) for text, line in zip(texts, lines, strict=True)]
 
 
 @pytest.fixture(scope="module")

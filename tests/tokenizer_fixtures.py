@@ -79,7 +79,7 @@ def _added_token(content: str) -> dict:
             "special": True}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def sentencepiece_model_bytes() -> bytes:
     """A LLaMA-style SentencePiece model (BPE, byte fallback, split digits, no normalisation), trained once."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -164,7 +164,7 @@ def _bytes_of_symbol() -> dict[str, int]:
     return {symbol: byte for byte, symbol in stand_in.items()}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def llama3_ranks() -> tuple[tuple[bytes, int], ...]:
     """Byte-level BPE ranks trained with Llama 3's pre-tokenizer: (token bytes, rank) in rank order."""
     tokenizer = HFTokenizer(models.BPE())
@@ -239,7 +239,7 @@ def write_llama3_hf(directory: str | Path, *, chat_template: str | None = LLAMA3
             "eos_id": special_id[eos], "eot_id": special_id["<|eot_id|>"], "eom_id": special_id["<|eom_id|>"]}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _smollm_tokenizer_json() -> str:
     # GPT-2-style byte-level BPE as SmolLM2's: single digits split first, the added tokens at ids 0..16, no BOS.
     tokenizer = HFTokenizer(models.BPE())
@@ -306,7 +306,7 @@ def write_llama2c_tokenizer(path: str | Path, sentencepiece_model: str | Path | 
         scores.append(processor.get_score(i))
     with open(path, "wb") as f:
         f.write(struct.pack("I", max(len(t) for t in tokens)))
-        for token, score in zip(tokens, scores):
+        for token, score in zip(tokens, scores, strict=True):
             f.write(struct.pack("fI", score, len(token)))
             f.write(token)
     return processor.vocab_size()

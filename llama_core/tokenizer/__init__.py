@@ -17,6 +17,7 @@ added_tokens.json beside the file are read by every backend.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from ..errors import TokenizerError
@@ -38,8 +39,6 @@ def _head(path: Path, size: int = 64) -> bytes:
 
 
 def _json_is_sentencepiece_conversion(path: Path) -> bool:
-    import json
-
     try:
         spec = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
@@ -49,9 +48,9 @@ def _json_is_sentencepiece_conversion(path: Path) -> bool:
 
 def _main_file(folder: Path) -> Path | None:
     json_file, model_file = folder / "tokenizer.json", folder / "tokenizer.model"
-    if model_file.is_file() and not looks_like_tiktoken(_head(model_file)):
-        if not json_file.is_file() or _json_is_sentencepiece_conversion(json_file):
-            return model_file
+    sentencepiece_model = model_file.is_file() and not looks_like_tiktoken(_head(model_file))
+    if sentencepiece_model and (not json_file.is_file() or _json_is_sentencepiece_conversion(json_file)):
+        return model_file
     if json_file.is_file():
         return json_file
     if model_file.is_file():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import operator
 from pathlib import Path
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from ..errors import ParameterError
 
@@ -81,7 +81,7 @@ class Tokenizer:
         self.chat_template = chat_template
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "Tokenizer":
+    def from_file(cls, path: str | Path) -> Tokenizer:
         """Load any tokenizer file or folder (see `load_tokenizer`); kept for callers of the one-backend days."""
         from . import load_tokenizer
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 from tokenizers import AddedToken as HFAddedToken
 from tokenizers import Tokenizer as HFTokenizer
@@ -185,7 +185,7 @@ class HFJsonTokenizer(Tokenizer):
                          strip_first_space=strip_first_space, chat_template=config.chat_template)
 
     @classmethod
-    def from_json_file(cls, path: Path, config: SpecialConfig | None = None) -> "HFJsonTokenizer":
+    def from_json_file(cls, path: Path, config: SpecialConfig | None = None) -> HFJsonTokenizer:
         return cls(read_tokenizer_json(path), path, config)
 
     def _encode_text(self, text: str) -> list[int]:

@@ -69,7 +69,7 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
-def _field(number: int, payload: bytes | int | float) -> bytes:
+def _field(number: int, payload: bytes | float) -> bytes:
     if isinstance(payload, bytes):
         return _varint(number << 3 | 2) + _varint(len(payload)) + payload
     if isinstance(payload, float):

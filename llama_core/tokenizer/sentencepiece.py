@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+
 import sentencepiece as spm
 
 from ..errors import TokenizerError
@@ -109,7 +110,7 @@ class SentencePieceTokenizer(Tokenizer):
                          strip_first_space=prefix, chat_template=config.chat_template)
 
     @classmethod
-    def from_model_file(cls, path: Path, config: SpecialConfig | None = None) -> "SentencePieceTokenizer":
+    def from_model_file(cls, path: Path, config: SpecialConfig | None = None) -> SentencePieceTokenizer:
         return cls(path.read_bytes(), path, config)
 
     def _encode_text(self, text: str) -> list[int]:
