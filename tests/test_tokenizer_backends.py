@@ -261,3 +261,18 @@ def test_gguf_vocabulary_is_sentencepiece_only_and_keeps_added_tokens(ours, tmp_
     _add_vocabulary(gguf.GGUFWriter(tmp_path / "l2c.gguf", "llama"), ours("llama2c"))
     with pytest.raises(TokenizerError, match=r"GGUF export writes SentencePiece vocabularies .* this is a hf-json"):
         _add_vocabulary(gguf.GGUFWriter(tmp_path / "l3.gguf", "llama"), ours("llama3"))
+
+
+@pytest.mark.parametrize("legacy", [True, False])
+def test_legacy_decides_the_space_after_a_special_token(tmp_path, legacy):
+    import json
+
+    from tokenizer_fixtures import write_llama2_sentencepiece
+
+    write_llama2_sentencepiece(tmp_path)
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text(encoding="utf-8"))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({**config, "legacy": legacy}), encoding="utf-8")
+    ours, reference = load_tokenizer(tmp_path), transformers.AutoTokenizer.from_pretrained(tmp_path)
+    for text in ("<s>hi</s>there", "a<s>b", "[INST]<s>[INST] x"):
+        assert ours.encode(text) == reference.encode(text), text
+    assert (ours.encode("<s>hi", bos=False)[1] == ours.encode("hi", bos=False)[0]) == legacy
