@@ -19,6 +19,7 @@ from gguf import GGMLQuantizationType as QType
 
 from ..errors import ParameterError, TokenizerError
 from ..loading import LoadedModel, load_checkpoint
+from ..rope import inverse_frequencies
 from ..tokenizer import Tokenizer
 
 # --dtype → (type of the 2-D weight matrices, the file type llama.cpp reports). Norms stay f32 in every
@@ -65,12 +66,17 @@ def export_gguf(model_dir_or_loaded: str | Path | LoadedModel, out_path: str | P
     if not isinstance(loaded, LoadedModel):
         loaded = load_checkpoint(model_dir_or_loaded, dtype=torch.float32)
     if loaded.tokenizer is None:
-        raise TokenizerError(f"no tokenizer.model found next to {loaded.path}; GGUF files carry their vocabulary")
+        raise TokenizerError(f"no tokenizer found next to {loaded.path}; GGUF files carry their vocabulary")
+    if loaded.args.rope_type == "dynamic":
+        raise ParameterError("model", "a checkpoint without dynamic NTK RoPE scaling (llama.cpp has no dynamic "
+                             "scaling)", loaded.args.rope_scaling)
     matrix_type, file_type = EXPORT_DTYPES[dtype]
     out_path = Path(out_path)
     writer = gguf.GGUFWriter(out_path, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
     _add_hyperparameters(writer, loaded, file_type)
-    _add_vocabulary(writer, loaded.tokenizer)
+    _add_vocabulary(writer, loaded.tokenizer, loaded.args.vocab_size)
+    if loaded.args.rope_type == "llama3":
+        writer.add_tensor(gguf.TENSOR_NAMES[MODEL_TENSOR.ROPE_FREQS] + ".weight", _llama3_rope_factors(loaded))
     for name, tensor in loaded.model.state_dict().items():
         if name == "output.weight" and loaded.args.tie_embeddings:
             continue  # llama.cpp reuses token_embd when the file has no output head
@@ -109,13 +115,37 @@ def _add_hyperparameters(writer: gguf.GGUFWriter, loaded: LoadedModel, file_type
     writer.add_head_count(args.n_heads)
     writer.add_head_count_kv(args.kv_heads)
     writer.add_rope_dimension_count(args.head_dim)
+    if not args.derived_head_dim:
+        writer.add_key_length(args.head_dim)
+        writer.add_value_length(args.head_dim)
     writer.add_layer_norm_rms_eps(args.norm_eps)
     writer.add_rope_freq_base(args.rope_theta)
     writer.add_vocab_size(args.vocab_size)
+    rope = args.rope_scaling or {}
+    if args.rope_type == "linear":
+        writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        writer.add_rope_scaling_factor(rope["factor"])
+    elif args.rope_type == "yarn":
+        if any(rope.get(k) is not None for k in ("attention_factor", "mscale", "mscale_all_dim")):
+            raise ParameterError("model", "YaRN with the paper's attention factor (llama.cpp computes it from the "
+                                 "factor)", rope)
+        writer.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        writer.add_rope_scaling_factor(rope["factor"])
+        writer.add_rope_scaling_orig_ctx_len(rope["original_max_position_embeddings"])
 
 
-def _add_vocabulary(writer: gguf.GGUFWriter, tokenizer: Tokenizer) -> None:
-    """The SentencePiece model as llama.cpp's "llama" tokenizer reads it: pieces, scores, token types."""
+def _llama3_rope_factors(loaded: LoadedModel) -> np.ndarray:
+    """Llama 3.1's scaling as llama.cpp takes it: one divisor of θ_j per pair (its `rope_freqs` tensor)."""
+    args = loaded.args
+    plain, _ = inverse_frequencies(args.head_dim, args.rope_theta, None)
+    scaled, _ = inverse_frequencies(args.head_dim, args.rope_theta, args.rope_scaling)
+    return (plain / scaled).float().numpy()
+
+
+def _add_vocabulary(writer: gguf.GGUFWriter, tokenizer: Tokenizer, rows: int) -> None:
+    """The SentencePiece model as llama.cpp's "llama" tokenizer reads it: pieces, scores, token types; then, as
+    llama.cpp's converter does, an unused [PADn] for each embedding row past the tokenizer (llama.cpp wants a
+    token for every row)."""
     sp = getattr(tokenizer, "processor", None)  # SentencePiece and llama2.c tokenizers carry one
     if sp is None:
         raise TokenizerError(f"{tokenizer.path}: GGUF export writes SentencePiece vocabularies (llama.cpp's \"llama\" "
@@ -130,6 +160,10 @@ def _add_vocabulary(writer: gguf.GGUFWriter, tokenizer: Tokenizer) -> None:
         pieces.append(sp.id_to_piece(token_id).encode("utf-8"))
         scores.append(sp.get_score(token_id))
         types.append(_token_type(sp, token_id))
+    for token_id in range(tokenizer.vocab_size, rows):
+        pieces.append(f"[PAD{token_id}]".encode("utf-8"))
+        scores.append(-1000.0)
+        types.append(TokenType.UNUSED)
     writer.add_tokenizer_model("llama")
     writer.add_tokenizer_pre("default")
     writer.add_token_list(pieces)
