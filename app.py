@@ -18,7 +18,8 @@ from playground.dependency_floors import require_dependency_floors
 from playground.handlers import make_handlers
 from playground.insights import make_insight_handlers
 from playground.registry import BUNDLED_DIR, ModelRegistry, discover
-from playground.scaling_panel import our_experiment_figures, our_models_plot
+from playground.same_compute import button_label, make_same_compute_handler
+from playground.scaling_panel import our_experiment_figures, our_models_plot, scaling_story_markdown
 
 EXAMPLES = [line for line in (Path(__file__).parent / "examples" / "prompts.txt").read_text().splitlines() if line]
 TOKEN_CLICK_JS = """
@@ -120,7 +121,10 @@ def build_app(registry: ModelRegistry, limiter: RateLimiter | None = None) -> gr
                 model_a = gr.Dropdown(runnable, value=runnable[0], label="Model A", elem_id="model-a")
                 model_b = gr.Dropdown(runnable, value=runnable[min(1, len(runnable) - 1)], label="Model B",
                                       elem_id="model-b")
-            compare_button = gr.Button("Run both", variant="primary", elem_id="compare")
+            with gr.Row():
+                compare_button = gr.Button("Run both", variant="primary", elem_id="compare")
+                same_compute_button = gr.Button(button_label(), elem_id="same-compute")
+            same_compute_table = gr.Markdown(elem_id="same-compute-table")
             compare_summary = gr.Markdown(elem_id="compare-summary")
             with gr.Row():
                 text_a = gr.Textbox(label="Model A", lines=6, interactive=False, elem_id="text-a")
@@ -138,6 +142,7 @@ def build_app(registry: ModelRegistry, limiter: RateLimiter | None = None) -> gr
         with gr.Tab("Scaling"):
             gr.Markdown("LLaMA-13B outperforms GPT-3 (175B) on most benchmarks: a smaller model trained on more "
                         "tokens (Touvron et al. 2023). Figures as published; sources in `data/published_results.json`.")
+            gr.Markdown(scaling_story_markdown(), elem_id="scaling-story")
             benchmark = gr.Dropdown(list(BENCHMARKS.values()), value=BENCHMARKS["mmlu_5shot"], label="Benchmark")
             models = published_models()
             performance_plot = gr.Plot(params_vs_benchmark_figure(models, "mmlu_5shot"), elem_id="performance")
@@ -151,9 +156,16 @@ def build_app(registry: ModelRegistry, limiter: RateLimiter | None = None) -> gr
                 calc_params = gr.Number(value=6.7e9, label="Parameters N", elem_id="calc-n")
                 calc_tokens = gr.Number(value=1e12, label="Training tokens D", elem_id="calc-d")
                 calc_flops = gr.Number(value=0, label="Compute C (FLOPs)", elem_id="calc-c")
+                calc_inference = gr.Number(value=1e12, label="Tokens you will generate over the model's life",
+                                           elem_id="calc-inference")
             calc_button = gr.Button("Calculate", elem_id="calculate")
             calc_result = gr.Markdown(elem_id="calc-result")
             calc_plot = gr.Plot(elem_id="chinchilla")
+            gr.Markdown("### Inference-aware optimum\nFor the loss of the plan above: the model that is cheapest to "
+                        "train *and* run, as the tokens it will generate grow (training 6·N·D + inference 2·N per "
+                        "token; Sardana & Frankle 2023).")
+            inference_result = gr.Markdown(elem_id="inference-result")
+            inference_plot = gr.Plot(elem_id="inference-aware")
 
         # --- wiring ---------------------------------------------------------------------------------
         controls = [template, system, temperature, top_k, top_p, min_p, repetition_penalty, presence_penalty,
@@ -199,8 +211,12 @@ def build_app(registry: ModelRegistry, limiter: RateLimiter | None = None) -> gr
                              [text_a, text_b, compare_summary, divergence_plot], **model_job)
         score_button.click(insights["score"], [score_input, score_models], [score_view, surprisal_plot], **model_job,
                            api_name="score_page")  # "/score" is the public endpoint below
-        calc_button.click(insights["calculator"], [calc_params, calc_tokens, calc_flops], [calc_result, calc_plot],
-                          **private)
+        calc_button.click(insights["calculator"], [calc_params, calc_tokens, calc_flops, calc_inference],
+                          [calc_result, calc_plot, inference_result, inference_plot], **private)
+        same_compute_button.click(make_same_compute_handler(registry), [prompt, template, temperature, top_k, top_p,
+                                                                         min_p, max_new_tokens, seed],
+                                  [model_a, model_b, text_a, text_b, compare_summary, divergence_plot,
+                                   same_compute_table], **model_job)
         gr.api(insights["score_api"], api_name="score", concurrency_id="model", concurrency_limit=1)
         gr.api(insights["chinchilla_api"], api_name="chinchilla")
         label_to_id = {label: key for key, label in BENCHMARKS.items()}

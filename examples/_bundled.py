@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
@@ -12,6 +13,9 @@ def largest_bundled_model() -> Path | None:
 
     Looked up rather than named, so the examples keep working as models are added or renamed.
     """
-    weights = [card.parent / "model.safetensors" for card in MODELS_DIR.glob("*/model_card.json")]
+    # The compute-matched models (llama_core/same_compute.py) are left out: the largest of them saw the
+    # fewest tokens, and the examples want the best-trained model.
+    weights = [card.parent / "model.safetensors" for card in MODELS_DIR.glob("*/model_card.json")
+               if "same_compute" not in json.loads(card.read_text())]
     weights = [w for w in weights if w.is_file()]
     return max(weights, key=lambda w: w.stat().st_size).parent if weights else None

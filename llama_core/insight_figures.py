@@ -9,9 +9,11 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .chinchilla import ChinchillaPlan
+from .chinchilla import (
+    ChinchillaPlan, InferenceAwarePlan, implied_inference_tokens, inference_aware_optimum, inference_demand_sweep,
+)
 from .logit_lens import LogitLens
-from .published import PublishedModel, compute_optimal
+from .published import PublishedModel, chinchilla_law, chinchilla_loss, chinchilla_tokens_per_param, compute_optimal
 from .run_figures import CHOSEN, KEPT, REMOVED, probability_colour, visible_piece
 from .run_record import RunRecord
 from .scoring import Divergence, TextScore
@@ -142,3 +144,98 @@ def plan_markdown(plan: ChinchillaPlan) -> str:
             f"**compute-optimal** {plan.n_opt:.3g} × {plan.d_opt:.3g} ({plan.d_opt / plan.n_opt:.1f} tokens/param), "
             f"loss **{plan.loss_opt:.3f}** ({plan.loss_above_optimal:+.3f} for your split). Losses are in "
             "nats/token of the fitted law (Hoffmann et al. 2022, App. D.2) on their data, not on our corpus.")
+
+
+def inference_sources() -> str:
+    """The citations of the inference-aware view, with the law's constants as the data file holds them."""
+    law = chinchilla_law()
+    return (f"Loss law: Hoffmann et al. 2022, *Training Compute-Optimal Large Language Models*, arXiv:2203.15556, "
+            f"App. D.2 (E = {law.E}, A = {law.A}, B = {law.B}, α = {law.alpha}, β = {law.beta}). Training + "
+            "inference compute 6·N·D + 2·N·D_inf: Sardana & Frankle 2023, *Beyond Chinchilla-Optimal: Accounting "
+            "for Inference in Language Model Scaling Laws*, arXiv:2401.00448. LLaMA parameters and training tokens: "
+            "Touvron et al. 2023, arXiv:2302.13971, Table 2.")
+
+
+LLAMA_ON_THE_CURVE = ("LLaMA-7B", "LLaMA-13B", "LLaMA-65B")
+
+
+def _demand_axis(plans: list[float], demand: float) -> np.ndarray:
+    """Lifetime inference tokens from 1e-4 to 1e4 times the smallest/largest training-only optimum's D."""
+    lo, hi = min(plans) * 1e-4, max(plans) * 1e4
+    if demand > 0:
+        lo, hi = min(lo, demand / 10), max(hi, demand * 10)
+    return np.geomspace(lo, hi, 49)
+
+
+def inference_aware_figure(target_loss: float, inference_tokens: float, published: list[PublishedModel]) -> go.Figure:
+    """How the cheapest model to train and run moves with lifetime inference demand: N (left) and
+    tokens/parameter (right), for the user's target loss and for LLaMA-7B/13B/65B's own losses,
+    each LLaMA model placed where its (N, D) is the optimum (Sardana & Frankle 2023)."""
+    llama = [m for name in LLAMA_ON_THE_CURVE for m in published if m.name == name and m.training_tokens]
+    losses = [("your target loss", target_loss)] + [(m.name, chinchilla_loss(m.params_b * 1e9, m.training_tokens))
+                                                    for m in llama]
+    demands = _demand_axis([inference_aware_optimum(loss).tokens for _, loss in losses], inference_tokens)
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
+                        subplot_titles=["parameters N of the cheapest model", "its training tokens per parameter"])
+    colours = {"your target loss": CHOSEN, "LLaMA-7B": "#1f77b4", "LLaMA-13B": "#9467bd", "LLaMA-65B": "#8c564b"}
+    for label, loss in losses:
+        sweep = inference_demand_sweep(loss, demands.tolist())
+        name = f"{label}: L = {loss:.3f}"
+        style = {"color": colours[label], "width": 4 if label == "your target loss" else 1.5,
+                 "dash": "solid" if label == "your target loss" else "dot"}
+        hover = [f"{name}<br>{p.inference_tokens:.3g} tokens served: N {p.n_params:.3g}, D {p.tokens:.3g} "
+                 f"({p.tokens_per_param:.0f}/param)<br>train {p.training_flops:.3g} + serve {p.inference_flops:.3g} "
+                 f"FLOPs" for p in sweep]
+        for col, ys in ((1, [p.n_params for p in sweep]), (2, [p.tokens_per_param for p in sweep])):
+            fig.add_scatter(x=demands, y=ys, mode="lines", name=name, line=style, legendgroup=label,
+                            showlegend=col == 1, text=hover, hovertemplate="%{text}<extra></extra>", row=1, col=col)
+    if inference_tokens > 0:
+        you = inference_aware_optimum(target_loss, inference_tokens)
+        for col, y in ((1, you.n_params), (2, you.tokens_per_param)):
+            fig.add_scatter(x=[inference_tokens], y=[y], mode="markers", name="your demand", legendgroup="you",
+                            showlegend=col == 1, marker={"symbol": "x", "size": 16, "color": CHOSEN}, row=1, col=col)
+    for m in llama:
+        n, d = m.params_b * 1e9, m.training_tokens
+        implied = implied_inference_tokens(n, d)
+        # A negative implied demand means fewer tokens than even the training-only optimum: the model sits
+        # off its curve at the left edge (below it in tokens/param): no inference demand explains it under this law.
+        x = implied if implied > 0 else demands[0]
+        note = (f"optimal when serving {implied:.2g} tokens" if implied > 0
+                else "fewer tokens than this law's compute optimum: off its curve")
+        for col, y in ((1, n), (2, d / n)):
+            fig.add_scatter(x=[x], y=[y], mode="markers+text", text=[m.name], textposition="top center",
+                            marker={"size": 12, "color": colours[m.name], "line": {"width": 1, "color": "white"}},
+                            name=m.name, legendgroup=m.name, showlegend=False, row=1, col=col,
+                            hovertemplate=f"{m.name}: {n:.3g} params, {d:.3g} tokens ({d / n:.0f}/param)<br>"
+                                          f"{note}<extra></extra>")
+    rule = chinchilla_tokens_per_param()
+    # A trace, not add_hline: on a log axis a shape's annotation takes log10(y) and would stretch the axis.
+    fig.add_scatter(x=[demands[0], demands[-1]], y=[rule, rule], mode="lines+text", name=f"~{rule:.0f} tokens/param",
+                    text=["", f"~{rule:.0f} tokens/param rule"], textposition="bottom left", showlegend=False,
+                    line={"dash": "dash", "color": "#2ca02c"}, hoverinfo="skip", row=1, col=2)
+    fig.update_xaxes(type="log", title="tokens generated over the model's life", exponentformat="power")
+    fig.update_yaxes(type="log", exponentformat="power")
+    fig.update_layout(template="plotly_white", height=520, margin=dict(l=10, r=10, t=90, b=10),
+                      legend=dict(orientation="h", y=-0.2),
+                      title={"text": "The more a model will be used, the smaller and longer-trained it should be",
+                             "subtitle": {"text": "cheapest N and D reaching each loss, training + inference compute "
+                                                  "(Hoffmann et al. 2022 law; Sardana & Frankle 2023)"}})
+    return fig
+
+
+def inference_markdown(plan: InferenceAwarePlan, base: InferenceAwarePlan) -> str:
+    """The inference-aware optimum against the training-only optimum for the same loss and demand."""
+    base_total = base.training_flops + 2 * base.n_params * plan.inference_tokens
+    return (
+        f"**Target loss {plan.target_loss:.3f}, {plan.inference_tokens:.3g} tokens served over the model's life.** "
+        f"Cheapest to train *and* run: **{plan.n_params:.3g} parameters × {plan.tokens:.3g} tokens** "
+        f"({plan.tokens_per_param:.0f} tokens/param): {plan.training_flops:.3g} training + "
+        f"{plan.inference_flops:.3g} inference = **{plan.total_flops:.3g} FLOPs**. The compute-optimal model for the "
+        f"same loss ({base.n_params:.3g} × {base.tokens:.3g}, {base.tokens_per_param:.0f} tokens/param) would cost "
+        f"{base_total:.3g} FLOPs for the same use, **{base_total / plan.total_flops - 1:.1%} more**.\n\n"
+        f"Why {base.tokens_per_param:.0f} and not ~{chinchilla_tokens_per_param():.0f} tokens/param when nothing is "
+        "served: the ~20 rule reads Hoffmann et al.'s approach 1 (Table 3; Chinchilla itself is 70B on 1.4T), while "
+        "this is their approach-3 law with its constants as printed (rounded), which favours more tokens at large "
+        "scale. Either way, inference demand moves the optimum the same way: smaller, trained longer.\n\n"
+        f"<small>{inference_sources()}</small>"
+    )

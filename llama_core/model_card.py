@@ -13,6 +13,7 @@ from .config import parameter_count
 from .generation import generate_stream
 from .formats.hf import save_hf_checkpoint
 from .model import Transformer
+from .same_compute import MEMBERS, card_fields
 from .sampling import SamplingParams
 from .tokenizer import Tokenizer
 from .train import STATE_FILE, TrainConfig, evaluate, load_tokens, read_log
@@ -53,6 +54,7 @@ def export_run(run_dir: str | Path, tokenizer_path: str | Path, out_dir: str | P
         "parameters": n_params,
         "tokens_seen": tokens,
         "training_flops": 6 * n_params * tokens,
+        "tokens_per_parameter": float(f"{tokens / n_params:.3g}"),
         "training_steps": state["step"],
         "training_complete": state["step"] >= config.total_steps,
         "planned_tokens": config.total_steps * config.tokens_per_step,
@@ -66,6 +68,8 @@ def export_run(run_dir: str | Path, tokenizer_path: str | Path, out_dir: str | P
         "training": {k: v for k, v in config.to_dict().items() if k not in ("model", "data_dir", "out_dir")},
         "greedy_samples": [greedy_sample(shipped, tokenizer, p) for p in SAMPLE_PROMPTS],
     }
+    if name in {m.name for m in MEMBERS}:  # a compute-matched model: its budget and the grid run it repeats
+        card["same_compute"] = card_fields(name)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_hf_checkpoint(shipped.state_dict(), config.model, out_dir)
     shutil.copy(tokenizer_path, out_dir / "tokenizer.model")
@@ -90,6 +94,19 @@ def _card_markdown(card: dict) -> str:
         f"| wall time | {card['wall_time_s'] / 60:.1f} min on {card.get('trained_on', 'cpu').upper()} |\n"
         f"| validation loss / perplexity | {card['val_loss']} / {card['val_perplexity']} "
         f"({card['val_loss_as_shipped']} as shipped in {card['dtype']}) |\n"
-        f"| stored as | {card['dtype']} safetensors |\n\n"
+        f"| stored as | {card['dtype']} safetensors |\n"
+        f"{_same_compute_rows(card)}\n"
         f"Corpus: {card['corpus']}.\n\nGreedy samples:\n\n{samples}\n"
     )
+
+
+def _same_compute_rows(card: dict) -> str:
+    if "same_compute" not in card:
+        return ""
+    same, grid = card["same_compute"], card["same_compute"].get("grid_run")
+    rows = (f"| FLOP budget | {same['budget_flops']:.0e}, shared with {', '.join(same['partners'])} |\n"
+            f"| tokens per parameter | {card['tokens_per_parameter']} |\n| role in the trio | {same['role']} |\n")
+    if grid:
+        rows += (f"| the IsoFLOP grid's run of {same['grid_size']} at this budget | val loss {grid['val_loss']} "
+                 f"({grid['tokens']:,} tokens on {grid['device'].upper()}, {grid['source']}) |\n")
+    return rows

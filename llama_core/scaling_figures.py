@@ -236,10 +236,17 @@ def our_models_figure(points: list[dict]) -> go.Figure:
     fig = make_subplots(rows=1, cols=len(panels), horizontal_spacing=0.12,
                         subplot_titles=["validation loss", "decode speed measured here (latest run)"][:len(panels)])
     for col, (key, pts, title, colour, y_type) in enumerate(panels, start=1):
-        fig.add_scatter(x=[p["params"] for p in pts], y=[p[key] for p in pts], mode="lines+markers+text", name=key,
-                        text=[p["name"] for p in pts], textposition="top center", line={"dash": "dot"},
-                        marker={"size": 12, "color": colour}, row=1, col=col,
-                        hovertemplate=f"%{{text}}: %{{x:.3s}} params<br>{key} %{{y:.3g}}<extra></extra>")
+        # One series per group (e.g. the same-tokens models, the same-compute ones): a line joins models
+        # that differ in one thing only. Points without a group (older callers) make one series.
+        groups = list(dict.fromkeys(p.get("group", key) for p in pts))
+        for i, group in enumerate(groups):
+            members = [p for p in pts if p.get("group", key) == group]
+            fig.add_scatter(x=[p["params"] for p in members], y=[p[key] for p in members], mode="lines+markers+text",
+                            name=group, text=[p["name"] for p in members], textposition="top center",
+                            line={"dash": "dot"}, legendgroup=group, showlegend=col == 1 and len(groups) > 1,
+                            marker={"size": 12, "color": colour, "symbol": ["circle", "diamond", "square"][i % 3]},
+                            row=1, col=col,
+                            hovertemplate=f"%{{text}}: %{{x:.3s}} params<br>{key} %{{y:.3g}}<extra></extra>")
         fig.update_xaxes(type="log", title="parameters (log scale)", range=_log_range([p["params"] for p in pts], 0.4),
                          row=1, col=col)
         fig.update_yaxes(type=y_type, title=title, row=1, col=col)

@@ -10,17 +10,18 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
 
 from llama_core import ParameterError, SamplingParams, generate_stream
-from llama_core.chinchilla import plan
+from llama_core.chinchilla import InferenceAwarePlan, inference_aware_optimum, plan
 from llama_core.errors import CheckpointError, TokenizerError
 from llama_core.generation import encode_prompt
 from llama_core.insight_figures import (
-    chinchilla_figure, divergence_figure, logit_lens_figure, pipeline_figure, plan_markdown, scored_text_html,
-    surprisal_figure,
+    chinchilla_figure, divergence_figure, inference_aware_figure, inference_markdown, logit_lens_figure, pipeline_figure,
+    plan_markdown, scored_text_html, surprisal_figure,
 )
 from llama_core.logit_lens import logit_lens
 from llama_core.published import published_models
@@ -33,8 +34,8 @@ from llama_core.templates import apply_template
 from .registry import ModelRegistry
 from .scaling_panel import bundled_model_points
 
-MAX_REPORT_BYTES = 1_000_000
-MAX_SCORE_CHARS = 20_000  # as the page's prompt box: tokenizing is the expensive part of a huge paste  # the app's upload cap; a report of a full-context run is ~200 kB
+MAX_REPORT_BYTES = 1_000_000  # the app's upload cap; a report of a full-context run is ~200 kB
+MAX_SCORE_CHARS = 20_000  # as the page's prompt box: tokenizing is the expensive part of a huge paste
 
 
 def _loaded(registry: ModelRegistry, label: object):
@@ -60,6 +61,69 @@ def _plan(n_params, tokens, flops):
     given = {k: v for k, v in (("n_params", n_params), ("tokens", tokens), ("flops", flops)) if v}
     try:
         return plan(**given)
+    except ParameterError as error:
+        raise gr.Error(str(error)) from None
+
+
+@dataclass(frozen=True)
+class PairRun:
+    """Two models run on one prompt, settings and seed (the Side by side tab and its presets)."""
+
+    names: tuple[str, str]
+    seed: int
+    texts: tuple[str, str]
+    rates: tuple[float | None, float | None]  # decode tokens/s measured in this run
+    summary: str
+    figure: object  # the divergence figure (plotly)
+
+
+def _decode_rate(steps: list) -> float | None:
+    # From the first token to the last: prefill (and the model's first touch of its weights) excluded.
+    decode = [b.elapsed_s - a.elapsed_s for a, b in zip(steps, steps[1:])]
+    return (len(decode) / sum(decode)) if decode and sum(decode) > 0 else None
+
+
+def run_pair(registry: ModelRegistry, labels: tuple[str, str], prompt: str, template: str, temperature, top_k, top_p,
+             min_p, max_new_tokens, seed) -> PairRun:
+    """Generate with both models (same prompt, sampler, seed), then both read the first one's text."""
+    seed = None if seed is None or int(seed) < 0 else int(seed)
+    seed = seed if seed is not None else int(time.time() * 1000) % 2**31  # one seed shared by both sides
+    try:
+        params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                                max_new_tokens=max_new_tokens, seed=seed)
+    except ParameterError as error:
+        raise gr.Error(str(error)) from None
+    runs = []
+    for label in labels:
+        loaded = _loaded(registry, label)
+        try:
+            ids = encode_prompt(loaded.tokenizer, apply_template(template, prompt, ""))
+            budget = min(params.max_new_tokens, loaded.args.max_seq_len - len(ids))
+            steps = list(generate_stream(loaded.model, loaded.tokenizer, ids,
+                                         SamplingParams(**{**params.__dict__, "max_new_tokens": max(1, budget)})))
+        except ParameterError as error:
+            raise gr.Error(f"{label}: {error}") from None
+        runs.append((loaded, ids, steps, _decode_rate(steps)))
+    (a, ids, steps_a, rate_a), (b, _, steps_b, rate_b) = runs
+    if a.args.vocab_size != b.args.vocab_size:
+        raise gr.Error("these two models have different vocabularies: nothing to compare token by token")
+    sequence = (ids + [s.token_id for s in steps_a])[: min(a.args.max_seq_len, b.args.max_seq_len)]
+    divergence = compare_on_tokens(a.model, b.model, sequence)
+    names = (labels[0].split(" (")[0], labels[1].split(" (")[0])
+    figure = divergence_figure(divergence, [a.tokenizer.piece(i) for i in sequence], names)
+    generated = divergence.argmax_agree[len(ids) - 1:]
+    summary = (f"seed {seed} · {names[0]}: {rate_a or 0:.1f} tokens/s · {names[1]}: {rate_b or 0:.1f} tokens/s · "
+               f"on {names[0]}'s continuation the two models' top choices agree at "
+               f"{sum(generated)}/{len(generated)} positions, mean KL {sum(divergence.kl_ab) / len(divergence.kl_ab):.3f} nats")
+    return PairRun(names, seed, ("".join(s.text for s in steps_a), "".join(s.text for s in steps_b)),
+                   (rate_a, rate_b), summary, figure)
+
+
+def _inference_aware(target_loss: float, inference_tokens) -> tuple[InferenceAwarePlan, InferenceAwarePlan]:
+    """The optimum at this lifetime demand (empty = none) and the training-only one, or the error to show."""
+    try:
+        return (inference_aware_optimum(target_loss, inference_tokens or 0.0),
+                inference_aware_optimum(target_loss, 0.0))
     except ParameterError as error:
         raise gr.Error(str(error)) from None
 
@@ -124,44 +188,19 @@ def make_insight_handlers(registry: ModelRegistry):
     def side_by_side(label_a: str, label_b: str, prompt: str, template: str, temperature, top_k, top_p, min_p,
                      max_new_tokens, seed):
         """The same prompt, settings and seed on two models; where they part, and each one's speed."""
-        seed = None if seed is None or int(seed) < 0 else int(seed)
-        seed = seed if seed is not None else int(time.time() * 1000) % 2**31  # one seed shared by both sides
-        try:
-            params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                                    max_new_tokens=max_new_tokens, seed=seed)
-        except ParameterError as error:
-            raise gr.Error(str(error)) from None
-        runs = {}
-        for label in (label_a, label_b):
-            loaded = _loaded(registry, label)
-            try:
-                ids = encode_prompt(loaded.tokenizer, apply_template(template, prompt, ""))
-                budget = min(params.max_new_tokens, loaded.args.max_seq_len - len(ids))
-                steps = list(generate_stream(loaded.model, loaded.tokenizer, ids,
-                                             SamplingParams(**{**params.__dict__, "max_new_tokens": max(1, budget)})))
-            except ParameterError as error:
-                raise gr.Error(f"{label}: {error}") from None
-            decode = [b.elapsed_s - a.elapsed_s for a, b in zip(steps, steps[1:])]
-            rate = (len(decode) / sum(decode)) if decode and sum(decode) > 0 else None
-            runs[label] = (loaded, ids, steps, rate)
-        (a, ids, steps_a, rate_a), (b, _, steps_b, rate_b) = runs[label_a], runs[label_b]
-        if a.args.vocab_size != b.args.vocab_size:
-            raise gr.Error("these two models have different vocabularies: nothing to compare token by token")
-        sequence = (ids + [s.token_id for s in steps_a])[: min(a.args.max_seq_len, b.args.max_seq_len)]
-        divergence = compare_on_tokens(a.model, b.model, sequence)
-        names = (label_a.split(" (")[0], label_b.split(" (")[0])
-        figure = divergence_figure(divergence, [a.tokenizer.piece(i) for i in sequence], names)
-        generated = divergence.argmax_agree[len(ids) - 1:]
-        summary = (f"seed {seed} · {names[0]}: {rate_a or 0:.1f} tokens/s · {names[1]}: {rate_b or 0:.1f} tokens/s · "
-                   f"on {names[0]}'s continuation the two models' top choices agree at "
-                   f"{sum(generated)}/{len(generated)} positions, mean KL {sum(divergence.kl_ab) / len(divergence.kl_ab):.3f} nats")
-        return ("".join(s.text for s in steps_a), "".join(s.text for s in steps_b), summary, figure)
+        pair = run_pair(registry, (label_a, label_b), prompt, template, temperature, top_k, top_p, min_p,
+                        max_new_tokens, seed)
+        return pair.texts[0], pair.texts[1], pair.summary, pair.figure
 
-    def calculator(n_params: float, tokens: float, flops: float):
+    def calculator(n_params: float, tokens: float, flops: float, inference_tokens: float = 0):
+        """The plan and its figure, then the inference-aware optimum at the plan's loss and its figure."""
         result = _plan(n_params, tokens, flops)
+        optimum, base = _inference_aware(result.loss, inference_tokens)
         ours = [{"name": p["name"], "params": p["params"], "tokens": p["tokens"]} for p in bundled_model_points()
                 if p.get("tokens")]
-        return plan_markdown(result), chinchilla_figure(result, published_models(), ours)
+        return (plan_markdown(result), chinchilla_figure(result, published_models(), ours),
+                inference_markdown(optimum, base), inference_aware_figure(result.loss, optimum.inference_tokens,
+                                                                          published_models()))
 
     def export_report(record: RunRecord | None):
         if record is None or not record.steps:
@@ -206,12 +245,17 @@ def make_insight_handlers(registry: ModelRegistry):
                             "surprisal_bits": t.surprisal_bits, "top": [list(pair) for pair in t.top]}
                            for t in result.tokens]}
 
-    def chinchilla_api(n_params: float = 0, tokens: float = 0, flops: float = 0) -> dict:
-        """The Chinchilla calculator: give one or two of N, D, C (0 = work it out)."""
+    def chinchilla_api(n_params: float = 0, tokens: float = 0, flops: float = 0, inference_tokens: float = 0) -> dict:
+        """The Chinchilla calculator: give one or two of N, D, C (0 = work it out); with `inference_tokens`
+        (served over the model's life) also the cheapest N, D to train and run at the plan's loss."""
         result = _plan(n_params, tokens, flops)
+        optimum, _ = _inference_aware(result.loss, inference_tokens)
         return {"n_params": result.n_params, "tokens": result.tokens, "flops": result.flops, "loss": result.loss,
                 "n_opt": result.n_opt, "d_opt": result.d_opt, "loss_opt": result.loss_opt,
-                "tokens_per_param": result.tokens_per_param}
+                "tokens_per_param": result.tokens_per_param,
+                "inference_aware": {"inference_tokens": optimum.inference_tokens, "n_params": optimum.n_params,
+                                    "tokens": optimum.tokens, "training_flops": optimum.training_flops,
+                                    "inference_flops": optimum.inference_flops, "total_flops": optimum.total_flops}}
 
     return {"score_api": score_api, "chinchilla_api": chinchilla_api, "pipeline": pipeline, "branch": branch,
             "show_branch": show_branch, "lens": lens, "score": score, "side_by_side": side_by_side,

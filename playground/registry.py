@@ -8,6 +8,7 @@ to add them instead of loading anything).
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,11 +55,18 @@ def _preset_dir(models_dir: Path, name: str, key: str) -> Path | None:
     return None
 
 
+def _bundled_order(path: Path) -> tuple[bool, int]:
+    # The compute-matched models (their card names a FLOP budget) come after the main ones, largest
+    # first in each group: the 17M one saw 0.58M tokens and must not become the default model.
+    same_compute = "same_compute" in json.loads((path / "model_card.json").read_text())
+    return same_compute, -(path / "model.safetensors").stat().st_size
+
+
 def discover(models_dir: Path | None, extra_sources: list[str]) -> list[ModelChoice]:
-    """Bundled models (largest first), checkpoints in `models_dir`, `--model` sources, then presets."""
+    """Bundled models (largest first, compute-matched ones last), checkpoints in `models_dir`, `--model` sources,
+    then presets."""
     choices: list[ModelChoice] = []
-    bundled = sorted((p for p in BUNDLED_DIR.glob("*") if (p / "model_card.json").exists()),
-                     key=lambda p: -(p / "model.safetensors").stat().st_size)
+    bundled = sorted((p for p in BUNDLED_DIR.glob("*") if (p / "model_card.json").exists()), key=_bundled_order)
     choices += [c for p in bundled if (c := _describe_local(p, "bundled"))]
     seen = {Path(c.source).resolve() for c in choices}
     if models_dir is not None and models_dir.is_dir():

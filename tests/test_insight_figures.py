@@ -59,3 +59,31 @@ def test_chinchilla_figure_places_the_plan_its_optimum_and_the_published_models(
     llama = fig.data[names.index("LLaMA")]
     assert "LLaMA-65B" in llama.text
     assert "tokens/param" in figures.plan_markdown(p)
+
+
+def test_inference_aware_figure_draws_the_optimum_moving_and_places_llama():
+    from llama_core.chinchilla import implied_inference_tokens, inference_aware_optimum
+    from llama_core.published import chinchilla_loss
+
+    loss = chinchilla_loss(6.7e9, 1e12)
+    fig = figures.inference_aware_figure(loss, 1e13, published_models())
+    curve = next(t for t in fig.data if t.name.startswith("your target loss") and t.xaxis == "x")
+    # Left panel: N of the optimum falls as demand grows, and each point is the optimum at its demand.
+    assert list(curve.y) == sorted(curve.y, reverse=True)
+    assert curve.y[10] == inference_aware_optimum(loss, curve.x[10]).n_params
+    markers = {t.text[0]: t for t in fig.data if t.mode == "markers+text" and t.xaxis == "x"}
+    assert set(markers) == {"LLaMA-7B", "LLaMA-13B", "LLaMA-65B"}
+    assert markers["LLaMA-7B"].x[0] == implied_inference_tokens(6.7e9, 1e12) and markers["LLaMA-7B"].y[0] == 6.7e9
+    assert markers["LLaMA-65B"].x[0] == curve.x[0]  # under-trained by this law: at the left edge, off its curve
+    you = next(t for t in fig.data if t.name == "your demand" and t.xaxis == "x")
+    assert you.x[0] == 1e13 and you.y[0] == inference_aware_optimum(loss, 1e13).n_params
+
+
+def test_inference_markdown_compares_with_the_compute_optimal_model_and_cites():
+    from llama_core.chinchilla import inference_aware_optimum
+
+    optimum, base = inference_aware_optimum(2.1, 1e12), inference_aware_optimum(2.1, 0)
+    text = figures.inference_markdown(optimum, base)
+    extra = base.training_flops + 2 * base.n_params * 1e12
+    assert f"{extra:.3g} FLOPs for the same use, **{extra / optimum.total_flops - 1:.1%} more**" in text
+    assert all(cite in text for cite in ("arXiv:2203.15556", "arXiv:2401.00448", "arXiv:2302.13971", "E = 1.69"))

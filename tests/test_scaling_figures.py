@@ -139,3 +139,13 @@ def test_our_models_figure_leaves_a_checkpoint_without_loss_out_of_the_loss_pane
               {"name": "user", "params": 1e8, "val_loss": None, "tokens_per_s": 5.0}]
     fig = figures.our_models_figure(points)
     assert list(fig.data[0].text) == ["a"] and list(fig.data[1].text) == ["a", "user"]
+
+
+def test_our_models_figure_draws_each_group_as_its_own_series(figures):
+    points = [{"name": "a", "params": 1e6, "val_loss": 4.0, "group": "same tokens"},
+              {"name": "b", "params": 1e7, "val_loss": 3.5, "group": "same tokens"},
+              {"name": "small", "params": 2e6, "val_loss": 3.7, "group": "same compute"},
+              {"name": "large", "params": 2e7, "val_loss": 4.4, "group": "same compute"}]
+    fig = figures.our_models_figure(points)
+    assert [(t.name, list(t.text)) for t in fig.data] == [("same tokens", ["a", "b"]), ("same compute", ["small", "large"])]
+    assert all(t.showlegend for t in fig.data)  # two series: the legend says which is which
