@@ -131,8 +131,8 @@ def run_generate(args) -> int:
     sampling_params(args, {})  # the flags are validated before the (slow) load
     loaded = _load(args)
     if loaded.tokenizer is None:
-        raise TokenizerError(f"no tokenizer found next to {loaded.path}; put the model's tokenizer there "
-                             "(tokenizer.json, tokenizer.model, or llama2.c's tokenizer.bin)")
+        raise TokenizerError(f"no tokenizer.model, tokenizer.json or llama2.c tokenizer.bin found next to "
+                             f"{loaded.path}; put the model's tokenizer files there")
     params, from_model = sampling_params(args, loaded.generation_defaults)
     if from_model:
         shown = ", ".join(f"{k} {v}" for k, v in from_model.items())
