@@ -27,6 +27,7 @@ from .formats.hf_config import read_generation_config
 from .formats.hub import download_snapshot, is_hub_id
 from .formats.llama2c import load_llama2c, read_header
 from .formats.meta import load_meta_checkpoint, shard_files, vocab_from_tokenizer
+from .formats.tensor_checks import check_finite, check_names_and_shapes, untie
 from .formats.tensor_files import CheckpointTensors, file_signature, read_json, stored_bytes
 from .model import Transformer
 from .quantize import quantize_int8
@@ -38,7 +39,6 @@ DTYPES = {
     "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
     "fp16": torch.float16, "float16": torch.float16,
 }  # fmt: skip
-MAX_LISTED = 5  # names shown when listing missing / unexpected tensors
 MIN_CONTEXT, MAX_CONTEXT = 16, 2**20  # the rotary table alone is 2**20 · head_dim/2 · 8 bytes at the top
 
 
@@ -160,8 +160,8 @@ def load_checkpoint(
     checkpoint = _read_checkpoint(path, fmt)
     with torch.device("meta"):
         skeleton = Transformer(checkpoint.args)
-    tensors = _untie(checkpoint)
-    _check_names_and_shapes(skeleton, tensors, checkpoint.origins, path)
+    tensors = untie(checkpoint)
+    check_names_and_shapes(skeleton, tensors, checkpoint.origins, path)
 
     tokenizer_path = _find_tokenizer(folder, fmt)
     tokenizer = load_tokenizer(tokenizer_path) if tokenizer_path else None
@@ -275,7 +275,7 @@ def _build_model(args: ModelArgs, tensors: dict[str, Tensor], checkpoint: Checkp
         model = Transformer(args)
     dtype = dtype or _auto_dtype(checkpoint, upcast_16bit)
     tensors = {name: t.to(dtype) for name, t in tensors.items()}  # no copy when already in dtype
-    _check_finite(tensors, checkpoint.origins)
+    check_finite(tensors, checkpoint.origins)
     if args.tie_embeddings:
         tensors["output.weight"] = tensors["tok_embeddings.weight"]
     model.load_state_dict(tensors, strict=True, assign=True)
@@ -325,60 +325,6 @@ def _find_tokenizer(folder: Path, fmt: str) -> Path | None:
         if files:
             return files[0]
     return None
-
-
-def _untie(checkpoint: CheckpointTensors) -> dict[str, Tensor]:
-    """The tensors to load, without an output head that merely repeats tied embeddings."""
-    tensors = dict(checkpoint.tensors)
-    output, embeddings = tensors.get("output.weight"), tensors.get("tok_embeddings.weight")
-    if checkpoint.args.tie_embeddings and output is not None and embeddings is not None:
-        if output.shape != embeddings.shape or not torch.equal(output, embeddings):
-            raise CheckpointError(
-                f"{checkpoint.origins['output.weight']}: the config ties the output head to the embeddings, "
-                "but output.weight differs from tok_embeddings.weight"
-            )
-        del tensors["output.weight"]
-    return tensors
-
-
-def _listed(names: list[str], origins: dict[str, str] | None = None) -> str:
-    shown = [f"'{n}'" + (f" (in {origins[n]})" if origins else "") for n in names[:MAX_LISTED]]
-    return ", ".join(shown) + (f" and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else "")
-
-
-def _check_names_and_shapes(
-    model: Transformer, tensors: dict[str, Tensor], origins: dict[str, str], path: Path
-) -> None:
-    """Compare against the model built from the config, so errors name files, tensors and shapes."""
-    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
-    if model.args.tie_embeddings:
-        del expected["output.weight"]
-    missing = [name for name in expected if name not in tensors]
-    unexpected = [name for name in tensors if name not in expected]
-    if missing or unexpected:
-        problems = [f"{len(missing)} tensor(s) missing: {_listed(missing)}"] if missing else []
-        problems += [f"{len(unexpected)} unexpected tensor(s): {_listed(unexpected, origins)}"] if unexpected else []
-        raise CheckpointError(f"{path}: checkpoint does not match its config: {'; '.join(problems)}")
-    for name, shape in expected.items():
-        got = tuple(tensors[name].shape)
-        if got != shape:
-            raise CheckpointError(
-                f"{origins[name]}: tensor '{name}' has wrong shape: expected {shape} from config, got {got} in file"
-            )
-
-
-def _check_finite(tensors: dict[str, Tensor], origins: dict[str, str]) -> None:
-    """Refuse NaN/Inf, checking every norm and an even sample of embedding rows: enough to catch a
-    broken conversion while leaving most of a memory-mapped file untouched."""
-    for name, t in tensors.items():
-        if name.endswith("norm.weight"):
-            sample = t
-        elif name in ("tok_embeddings.weight", "output.weight"):
-            sample = t[:: max(1, t.shape[0] // 64)]
-        else:
-            continue
-        if not torch.isfinite(sample).all():
-            raise CheckpointError(f"{origins[name]}: tensor '{name}' contains NaN or Inf values (as {t.dtype})")
 
 
 def _dispatch(

@@ -39,8 +39,8 @@ def _save(model, path):
 @pytest.mark.parametrize("model_class, config, found", [
     (MistralForCausalLM, MistralConfig(**SMALL, sliding_window=16),
      r"MistralForCausalLM \(model_type 'mistral'\) uses sliding-window attention \(window 16\)"),
-    (Qwen2ForCausalLM, Qwen2Config(**SMALL), r"Qwen2ForCausalLM \(model_type 'qwen2'\) is not supported, which differs "
-                                             r"from LLaMA by biases on the q/k/v projections"),
+    (Qwen2ForCausalLM, Qwen2Config(**SMALL), (r"Qwen2ForCausalLM \(model_type 'qwen2'\) is not supported, which "
+                                              r"differs from LLaMA by biases on the q/k/v projections")),
     (GemmaForCausalLM, GemmaConfig(**SMALL, head_dim=8), r"GemmaForCausalLM \(model_type 'gemma'\) is not supported"),
     (MixtralForCausalLM, MixtralConfig(**SMALL, num_local_experts=4),
      r"MixtralForCausalLM \(model_type 'mixtral'\) is a mixture of experts \(4 experts per layer\)"),

@@ -132,10 +132,10 @@ def test_meta_use_scaled_rope_is_llama3_scaling_with_metas_constants(tmp_path):
 
 
 @pytest.mark.parametrize("rope, message", [
-    ({"rope_type": "longrope", "factor": 2.0}, r"config\.json: rope_type 'longrope' is not supported; supported: "
-                                               r"default, linear, dynamic, llama3, yarn"),
-    ({"rope_type": "llama3", "factor": 8.0}, r"config\.json: rope_type 'llama3' needs low_freq_factor, "
-                                             r"high_freq_factor; found keys"),
+    ({"rope_type": "longrope", "factor": 2.0}, (r"config\.json: rope_type 'longrope' is not supported; supported: "
+                                                r"default, linear, dynamic, llama3, yarn")),
+    ({"rope_type": "llama3", "factor": 8.0}, (r"config\.json: rope_type 'llama3' needs low_freq_factor, "
+                                              r"high_freq_factor; found keys")),
     ({"rope_type": "linear", "factor": "2"}, r"config\.json: rope_scaling factor must be a positive number, got '2'"),
     ({"rope_type": "linear"}, r"config\.json: rope_type 'linear' needs factor"),
 ])
