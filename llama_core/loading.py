@@ -158,6 +158,7 @@ def load_checkpoint(
     card_path = folder / "model_card.json"
     card = read_json(card_path) if card_path.is_file() else None
     checkpoint = _read_checkpoint(path, fmt)
+    generation_eos, defaults = read_generation_config(folder)
     with torch.device("meta"):
         skeleton = Transformer(checkpoint.args)
     tensors = untie(checkpoint)
@@ -189,7 +190,6 @@ def load_checkpoint(
     n_bytes = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
     if device_map is not None:
         model = _dispatch(model, device_map, max_memory, offload_dir)
-    generation_eos, defaults = read_generation_config(folder)
     eos_ids = _union(checkpoint.eos_ids, generation_eos, tokenizer_eos_ids(tokenizer) if tokenizer else ())
     return LoadedModel(
         model, tokenizer, fmt, str(source), path, args, loaded_dtype, n_params, n_bytes, card,
