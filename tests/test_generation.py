@@ -8,6 +8,8 @@ from llama_core.generation import GenerationError, StopReason, generate_stream
 from llama_core.sampling import SamplingParams
 from llama_core.templates import apply_template
 
+pytestmark = pytest.mark.numerics
+
 PROMPT = "Alice was beginning to"
 
 
