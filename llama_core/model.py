@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .config import ModelArgs
 from .rope import rotations
@@ -66,6 +67,23 @@ class KVCache:
         self.length = min(self.length, length)
 
 
+def _sdpa(q: Tensor, k: Tensor, v: Tensor, **options) -> Tensor:
+    """SDPA, falling back to its math kernel where PyTorch's fused CPU kernel cannot run.
+
+    The fused CPU kernel chooses its 16-bit (VNNI-packed) path from what the CPU supports, but runs
+    the kernels `ATEN_CPU_CAPABILITY` selects: forced to AVX2 on an AVX-512 machine, bf16 sequences
+    fail with "pack_vnni2 is only supported when avx512 is supported" (PyTorch 2.13). The math kernel
+    computes the same attention.
+    """
+    try:
+        return F.scaled_dot_product_attention(q, k, v, **options)
+    except RuntimeError as error:
+        if "pack_vnni2" not in str(error):
+            raise
+    with sdpa_kernel(SDPBackend.MATH):
+        return F.scaled_dot_product_attention(q, k, v, **options)
+
+
 def attention(q: Tensor, k: Tensor, v: Tensor, start_pos: int, capture: bool = False) -> tuple[Tensor, Tensor | None]:
     """Causal attention of T queries at positions start_pos.. over S keys at positions 0..S-1.
 
@@ -76,13 +94,13 @@ def attention(q: Tensor, k: Tensor, v: Tensor, start_pos: int, capture: bool = F
     mask = None
     if not capture and n_queries == n_keys > 1:
         # A whole sequence from position 0 (training, prefill): SDPA's own causal kernel is faster.
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=k.shape[1] != q.shape[1]), None
+        return _sdpa(q, k, v, is_causal=True, enable_gqa=k.shape[1] != q.shape[1]), None
     if n_queries > 1:
         # Query t sits at absolute position start_pos + t and may see keys up to it.
         query_pos = torch.arange(start_pos, start_pos + n_queries, device=q.device)[:, None]
         mask = torch.arange(n_keys, device=q.device)[None, :] <= query_pos  # (T, S)
     if not capture:
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=k.shape[1] != q.shape[1])
+        out = _sdpa(q, k, v, attn_mask=mask, enable_gqa=k.shape[1] != q.shape[1])
         return out, None
     group = q.shape[1] // k.shape[1]
     k32 = k.float().repeat_interleave(group, dim=1)  # (B, H, S, D)

@@ -26,6 +26,8 @@ from checkpoint_fixtures import (  # noqa: F401 (pytest fixtures)
 from llama_core.formats.hub import is_hub_id
 from llama_core.loading import detect_format, estimate_checkpoint_bytes, load_checkpoint
 
+pytestmark = pytest.mark.numerics
+
 
 def logits(loaded, tokens):
     with torch.no_grad():

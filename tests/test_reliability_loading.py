@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from app_server import FAST_MODEL, REPO, AppServer, raw_join, rejected_fields
+from browser import launch, require_chromium
 from checkpoint_fixtures import (  # noqa: F401 (pytest fixtures)
     copy_checkpoint,
     edit_json,
@@ -34,7 +35,6 @@ from llama_core.loading import load_checkpoint
 
 OUTPUT = REPO / "test-output"
 BUNDLED_TOKENIZER = REPO / "models" / "tokenizer.model"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 class RunsShellCommand:
@@ -204,14 +204,11 @@ def test_B7_truncated_safetensors_or_a_huge_header(bad_models, client, capsys):
 
 def test_B7_a_broken_checkpoint_chosen_in_the_page_shows_the_error_and_keeps_the_model(server):
     """The same fault as the user meets it: the menu returns to the model that is still loaded."""
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"Chromium not found at {CHROMIUM}: CI must install it (apt-get install chromium)")
-        pytest.skip("Chromium is not installed")
+    require_chromium()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox"])
+        browser = launch(playwright)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(server.url)
         page.wait_for_selector("#model-info strong", timeout=60_000)

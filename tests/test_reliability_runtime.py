@@ -8,23 +8,20 @@ from __future__ import annotations
 import dataclasses
 import gc
 import math
-import os
-import shutil
 import time
 import weakref
-from pathlib import Path
 
 import psutil
 import pytest
 import torch
 
 from app_server import FAST_MODEL, InProcessApp, raw_join, raw_messages
+from browser import launch, require_chromium
 
 STREAM_FIELDS = dict(model_label=FAST_MODEL, prompt="In the beginning", template="plain", system="",
                      temperature=0.0, top_k=0, top_p=1.0, min_p=0.0, repetition_penalty=1.0, presence_penalty=0.0,
                      frequency_penalty=0.0, max_new_tokens=40, seed=1, stop="", capture_attention=False)
 DEFAULT_MODEL = "playground-16m (bundled)"  # the page's default: slower per token than the 1M, so runs last
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 class ForwardProbe:
@@ -224,15 +221,11 @@ def test_C4_stop_ends_the_run_within_a_step_and_the_next_job_starts(app, client,
 
 
 def test_C5_closing_the_browser_tab_stops_the_generation(app, client, slow_probe):
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"Chromium not found at {CHROMIUM}: CI must install it (apt-get install chromium)")
-        pytest.skip("Chromium is not installed")
+    require_chromium()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox",
-                                                                             "--disable-gpu"])
+        browser = launch(playwright)
         page = browser.new_page()
         page.goto(app.url)
         page.wait_for_selector("#model-info strong", timeout=60_000)

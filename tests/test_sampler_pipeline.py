@@ -3,6 +3,8 @@ import pytest
 from llama_core.generation import generate_stream
 from llama_core.sampling import SamplingParams
 
+pytestmark = pytest.mark.numerics
+
 
 def run(tiny_model, tokenizer, **settings):
     params = SamplingParams(max_new_tokens=6, seed=3, **settings)

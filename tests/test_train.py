@@ -8,6 +8,8 @@ from conftest import CORPUS
 from llama_core.config import ModelArgs
 from llama_core.train import TrainConfig, batch_at, learning_rate, load_tokens, read_log, train
 
+pytestmark = pytest.mark.numerics
+
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory, tokenizer):

@@ -11,6 +11,9 @@ from llama_core.sampling import SamplingParams
 from llama_core.weight_layout import prepare_for_inference
 
 from conftest import tiny_args
+from numerics import FP32_REORDER, assert_close_to_scale, assert_greedy_is_robust
+
+pytestmark = pytest.mark.numerics
 
 
 def fresh(tie=False, seed=0) -> Transformer:
@@ -24,11 +27,13 @@ def test_prepared_model_gives_the_same_logits_prefill_and_decode(tie, fuse):
     reference, fast = fresh(tie), prepare_for_inference(fresh(tie), fuse=fuse)
     tokens = torch.randint(0, 300, (1, 12))
     ref_cache, fast_cache = reference.new_cache(), fast.new_cache()
-    torch.testing.assert_close(fast(tokens, fast_cache).logits, reference(tokens, ref_cache).logits, atol=1e-5, rtol=0)
+    # Fused and input-major matrices sum in another order: equal up to fp32 rounding of the scale.
+    assert_close_to_scale(fast(tokens, fast_cache).logits, reference(tokens, ref_cache).logits, FP32_REORDER,
+                          "fast layout prefill")
     for token in (5, 17, 250):
         step = torch.tensor([[token]])
-        torch.testing.assert_close(fast(step, fast_cache).logits, reference(step, ref_cache).logits,
-                                   atol=1e-5, rtol=0)
+        assert_close_to_scale(fast(step, fast_cache).logits, reference(step, ref_cache).logits, FP32_REORDER,
+                              "fast layout decode")
 
 
 def test_fused_weights_stay_readable_by_name_and_share_memory():
@@ -54,6 +59,10 @@ def test_greedy_tokens_of_the_fast_layout_equal_the_reference(tokenizer):
     ids = tokenizer.encode("Alice was", bos=True)
     reference = [s.token_id for s in generate_stream(fresh_for(tokenizer), tokenizer, ids, params)]
     fast = [s.token_id for s in generate_stream(prepare_for_inference(fresh_for(tokenizer)), tokenizer, ids, params)]
+    # Equal tokens are a fair claim only where no step's top-2 gap is within the layouts' rounding.
+    with torch.no_grad():
+        assert_greedy_is_robust(fresh_for(tokenizer)(torch.tensor([ids + reference[:-1]])).logits[0, len(ids) - 1:],
+                                FP32_REORDER, "fast layout greedy")
     assert fast == reference
 
 
