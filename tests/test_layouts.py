@@ -24,6 +24,8 @@ from llama_core.cli import main
 from llama_core.generation import encode_prompt
 from llama_core.loading import load_checkpoint
 
+pytestmark = pytest.mark.numerics  # parity with transformers at fp32 tolerances
+
 MIN_MARGIN = 1e-3
 
 
