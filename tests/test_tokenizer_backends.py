@@ -257,10 +257,13 @@ def test_gguf_vocabulary_is_sentencepiece_only_and_keeps_added_tokens(ours, tmp_
     from llama_core.formats.gguf_export import _add_vocabulary
 
     writer = gguf.GGUFWriter(tmp_path / "vocab.gguf", "llama")
-    _add_vocabulary(writer, ours("alpaca"))  # 512 pieces + [PAD] past the model
-    _add_vocabulary(gguf.GGUFWriter(tmp_path / "l2c.gguf", "llama"), ours("llama2c"))
+    alpaca = ours("alpaca")
+    _add_vocabulary(writer, alpaca, alpaca.vocab_size)  # 512 pieces + [PAD] past the model
+    llama2c = ours("llama2c")
+    _add_vocabulary(gguf.GGUFWriter(tmp_path / "l2c.gguf", "llama"), llama2c, llama2c.vocab_size)
     with pytest.raises(TokenizerError, match=r"GGUF export writes SentencePiece vocabularies .* this is a hf-json"):
-        _add_vocabulary(gguf.GGUFWriter(tmp_path / "l3.gguf", "llama"), ours("llama3"))
+        llama3 = ours("llama3")
+        _add_vocabulary(gguf.GGUFWriter(tmp_path / "l3.gguf", "llama"), llama3, llama3.vocab_size)
 
 
 @pytest.mark.parametrize("legacy", [True, False])
