@@ -29,10 +29,10 @@ from .formats.llama2c import load_llama2c, read_header
 from .formats.meta import load_meta_checkpoint, shard_files, vocab_from_tokenizer
 from .formats.tensor_checks import check_finite, check_names_and_shapes, untie
 from .formats.tensor_files import CheckpointTensors, file_signature, read_json, stored_bytes
+from .kernels.int8 import quantize_int8
+from .kernels.weight_layout import prepare_for_inference
 from .model import Transformer
-from .quantize import quantize_int8
 from .tokenizer import Tokenizer, find_tokenizer_files, load_tokenizer
-from .weight_layout import prepare_for_inference
 
 DTYPES = {
     "fp32": torch.float32, "float32": torch.float32,
@@ -134,11 +134,11 @@ def load_checkpoint(
         device_map: None keeps the model on the CPU; a device name ("cuda:0") moves it there; "auto"
             or an accelerate device map ({"layers.0": "cpu", "layers.1": "disk", ...}) dispatches it
             with accelerate, offloading to `offload_dir` whatever `max_memory` leaves no room for.
-        quantize: None, or "int8" for weight-only int8 projections (CPU only; see `quantize.py`).
+        quantize: None, or "int8" for weight-only int8 projections (CPU only; see `kernels/int8.py`).
         check_memory: refuse weights larger than the free memory, from the headers, before reading
             any (callers that make room first, like the app's registry, check themselves).
         fast_layout: on the CPU, store the projections the way decode reads them fastest and fuse
-            q/k/v and gate/up (`weight_layout.py`); the same numbers, about 1.2-1.3× faster decode.
+            q/k/v and gate/up (`kernels/weight_layout.py`); the same numbers, about 1.2-1.3× faster decode.
         context_length: positions to run with instead of the checkpoint's own (at least 16); above the
             trained length it warns, since quality degrades there unless RoPE scaling was trained for it.
     """

@@ -120,7 +120,7 @@ class Attention(nn.Module):
         self.wk = nn.Linear(args.dim, args.kv_heads * args.head_dim, bias=False)
         self.wv = nn.Linear(args.dim, args.kv_heads * args.head_dim, bias=False)
         self.wo = nn.Linear(args.n_heads * args.head_dim, args.dim, bias=False)
-        self.fused_qkv: Tensor | None = None  # ((H + 2K)·D, C), set by weight_layout.prepare_for_inference
+        self.fused_qkv: Tensor | None = None  # ((H + 2K)·D, C), set by kernels.weight_layout.prepare_for_inference
 
     def project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         fused = self.fused_qkv
@@ -147,7 +147,7 @@ class FeedForward(nn.Module):
         self.w1 = nn.Linear(dim, hidden_dim, bias=False)  # gate
         self.w2 = nn.Linear(hidden_dim, dim, bias=False)  # down
         self.w3 = nn.Linear(dim, hidden_dim, bias=False)  # up
-        self.fused_gate_up: Tensor | None = None  # (2·hidden, C), set by weight_layout.prepare_for_inference
+        self.fused_gate_up: Tensor | None = None  # (2·hidden, C), set by kernels.weight_layout.prepare_for_inference
 
     def forward(self, x: Tensor) -> Tensor:
         fused = self.fused_gate_up

@@ -6,9 +6,9 @@ import torch
 from llama_core.generation import generate_stream
 from llama_core.loading import load_checkpoint
 from llama_core.model import Transformer
-from llama_core.quantize import Int8Linear, is_quantized, quantize_int8
+from llama_core.kernels.int8 import Int8Linear, is_quantized, quantize_int8
 from llama_core.sampling import SamplingParams
-from llama_core.weight_layout import prepare_for_inference
+from llama_core.kernels.weight_layout import prepare_for_inference
 
 from conftest import tiny_args
 from numerics import FP32_REORDER, assert_close_to_scale, assert_greedy_is_robust

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .model import Transformer
+from ..model import Transformer
 
 
 class Int8Linear(nn.Module):

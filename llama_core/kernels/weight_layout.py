@@ -20,7 +20,7 @@ import ctypes
 import torch
 from torch import Tensor, nn
 
-from .model import Transformer
+from ..model import Transformer
 
 
 def input_major(weight: Tensor) -> Tensor:

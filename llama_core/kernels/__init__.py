@@ -1,0 +1,1 @@
+"""How weights are laid out and multiplied at inference: the decode layout, weight-only int8."""
