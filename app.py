@@ -9,15 +9,18 @@ from pathlib import Path
 import gradio as gr
 from starlette.middleware import Middleware
 
+from llama_core.loading import MAX_CONTEXT, MIN_CONTEXT
 from llama_core.published import BENCHMARKS, published_models
 from llama_core.scaling_figures import params_vs_benchmark_figure, tokens_per_param_figure
 from llama_core.templates import TEMPLATES
 from playground.access import LocalOriginGuard, LoginThrottle, QueueAdmission, RateLimiter, parse_auth
 from playground.controls import MAX_PROMPT_CHARS, SLIDERS
 from playground.dependency_floors import require_dependency_floors
+from playground.chat_handlers import make_chat_handlers
 from playground.handlers import make_handlers
 from playground.insights import make_insight_handlers
 from playground.registry import BUNDLED_DIR, ModelRegistry, discover
+from playground.tabs import chat as chat_tab
 from playground.same_compute import button_label, make_same_compute_handler
 from playground.scaling_panel import our_experiment_figures, our_models_plot, scaling_story_markdown
 
@@ -41,6 +44,7 @@ def slider(name: str) -> gr.Slider:
 def build_app(registry: ModelRegistry, limiter: RateLimiter | None = None) -> gr.Blocks:
     handlers = make_handlers(registry, limiter)
     insights = make_insight_handlers(registry)
+    chat = make_chat_handlers(registry, handlers)
     runnable = [label for label, choice in registry.choices.items() if choice.source is not None]
     with gr.Blocks(title="LLaMA Playground") as demo:
         gr.Markdown("# 🦙 LLaMA Playground\nGenerate with a LLaMA model, then look inside: the probability of "
@@ -59,8 +63,10 @@ def build_app(registry: ModelRegistry, limiter: RateLimiter | None = None) -> gr
                                         elem_id="prompt")
                     gr.Examples(EXAMPLES, inputs=prompt, label="Example prompts")
                     with gr.Row():
-                        template = gr.Radio(list(TEMPLATES), value="plain", label="Prompt template")
-                        system = gr.Textbox(label="System prompt (Llama-2-chat only)", lines=1)
+                        template = gr.Radio(list(TEMPLATES), value="plain", label="Prompt template",
+                                            info="All but plain are instruction formats: they help instruction-"
+                                                 "tuned models only (the bundled models are base models).")
+                        system = gr.Textbox(label="System prompt (instruction formats)", lines=1)
                     with gr.Row():
                         generate_button = gr.Button("Generate", variant="primary", elem_id="generate")
                         stop_button = gr.Button("Stop", variant="stop", elem_id="stop")
@@ -72,6 +78,8 @@ def build_app(registry: ModelRegistry, limiter: RateLimiter | None = None) -> gr
                     seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random; the seed used is reported)")
                     stop = gr.Textbox(label="Stop sequences (one per line; \\n = newline)", lines=2)
                     capture = gr.Checkbox(value=True, label="Record attention (for the Attention tab)")
+        with gr.Tab("Chat"):
+            chat_ui = chat_tab.create_ui()
         with gr.Tab("Token probabilities"):
             gr.Markdown("Each generated token is coloured by the probability the model gave it (red = unlikely, "
                         "green = likely); hover for numbers, click a token to see what else the model considered.")
@@ -178,16 +186,18 @@ def build_app(registry: ModelRegistry, limiter: RateLimiter | None = None) -> gr
             handlers["generate"], [model, prompt, *controls], run_outputs, validator=handlers["validate_stream"],
             preprocess=False, concurrency_id="model", concurrency_limit=1, api_name="stream",
         )
-        generation.then(handlers["record_speed"], [run_state, speeds], [speeds, our_models],
-                        api_visibility="private")
         stop_button.click(handlers["stop"], run_state, run_outputs, cancels=[generation], api_visibility="private")
         switch = model.change(handlers["switch_model"], [model, max_new_tokens], [model_info, max_new_tokens],
                               concurrency_id="model", api_name="load_model")
         # A model that fails to load leaves the menu on the model this session still has.
         switch.success(lambda label: label, model, active_model, api_visibility="private")
+        # The sampling sliders the checkpoint's generation_config.json sets show its values.
+        model_defaults = [temperature, top_k, top_p, repetition_penalty]
+        switch.success(handlers["model_sampling_defaults"], model, model_defaults, api_visibility="private")
         switch.failure(lambda label: label, active_model, model, api_visibility="private")
         demo.load(handlers["switch_model"], [model, max_new_tokens], [model_info, max_new_tokens],
-                  concurrency_id="model", api_visibility="private")
+                  concurrency_id="model", api_visibility="private").success(
+            handlers["model_sampling_defaults"], model, model_defaults, api_visibility="private")
         token_view.click(handlers["select_token"], run_state, [token_view, alternatives_plot, selected_step],
                          api_visibility="private")
         for control in (layer, head):
@@ -196,8 +206,14 @@ def build_app(registry: ModelRegistry, limiter: RateLimiter | None = None) -> gr
         # --- the views beyond a plain playground (playground/insights.py) ---------------------------
         private = {"api_visibility": "private"}
         model_job = {"concurrency_id": "model", **private}  # these run the model: one job at a time with the rest
-        generation.then(insights["pipeline"], [run_state, selected_step], [pipeline_plot, branch_token], **private)
-        generation.then(lambda: (None, gr.update(choices=[], value=None)), None, [branches, branch_menu], **private)
+
+        def after_run(event):  # after every run, of the Generate tab or the Chat tab
+            event.then(handlers["record_speed"], [run_state, speeds], [speeds, our_models], **private)
+            event.then(insights["pipeline"], [run_state, selected_step], [pipeline_plot, branch_token], **private)
+            event.then(lambda: (None, gr.update(choices=[], value=None)), None, [branches, branch_menu], **private)
+
+        after_run(generation)
+        chat_tab.wire(chat_ui, demo, chat, model, controls[2:], run_outputs[2:], after_run)
         selected_step.change(insights["pipeline"], [run_state, selected_step], [pipeline_plot, branch_token],
                              **private)
         branch_button.click(insights["branch"], [run_state, selected_step, branch_token, branches],
@@ -225,6 +241,8 @@ def build_app(registry: ModelRegistry, limiter: RateLimiter | None = None) -> gr
         api = gr.api(handlers["generate_json"], api_name="generate", concurrency_id="model", concurrency_limit=1)
         # gr.api takes no validator= (Gradio 6.31), but the event it creates runs one like any other.
         demo.fns[api["id"]].validator = handlers["validate_api"]
+        chat_api = gr.api(chat["chat_json"], api_name="chat", concurrency_id="model", concurrency_limit=1)
+        demo.fns[chat_api["id"]].validator = chat["validate_api"]
     return demo
 
 
@@ -243,7 +261,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rate-limit", type=int, default=None,
                         help=f"generations a minute per client address; 0 = none (default: {PUBLIC_RATE_LIMIT} with "
                              "--share or on a Space, else none)")
+    parser.add_argument("--context", type=int, default=None, metavar="TOKENS",
+                        help=f"context length of every model loaded (default: each model's own); at least "
+                             f"{MIN_CONTEXT}; above a model's trained length it runs, with a warning on its model line")
     args = parser.parse_args(argv)
+    if args.context is not None and not MIN_CONTEXT <= args.context <= MAX_CONTEXT:
+        parser.error(f"--context must be an integer in [{MIN_CONTEXT}, {MAX_CONTEXT}] (tokens), got {args.context}")
     try:
         args.auth = parse_auth(args.auth)
     except ValueError as error:
@@ -275,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
     require_dependency_floors()
     args = parse_args(argv)
     models_dir = Path(args.models_dir).expanduser() if args.models_dir else None
-    registry = ModelRegistry(discover(models_dir, args.model))
+    registry = ModelRegistry(discover(models_dir, args.model), context_length=args.context)
     demo = build_app(registry, RateLimiter(args.rate_limit))
     # Checkpoints are never served as files: the model directories and every offered checkpoint are blocked.
     launch(demo, args, [str(BUNDLED_DIR), *([str(models_dir)] if models_dir else []), *registry.local_paths])

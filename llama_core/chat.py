@@ -157,11 +157,14 @@ def _compile(template: str) -> jinja2.Template:
     return env.from_string(template)
 
 
-def check_messages(messages: object, max_chars: int = MAX_PROMPT_CHARS) -> list[dict[str, str]]:
+def check_messages(messages: object, max_chars: int = MAX_PROMPT_CHARS,
+                   max_messages: int = 10_000) -> list[dict[str, str]]:
     """A conversation as plain {"role", "content"} dicts, the last one the user's; ParameterError otherwise."""
     shape = "a non-empty list of {'role': 'system' | 'user' | 'assistant', 'content': text} objects"
     if not isinstance(messages, (list, tuple)) or not messages:
         raise ParameterError("messages", shape, messages)
+    if len(messages) > max_messages:
+        raise ParameterError("messages", f"at most {max_messages} messages", f"{len(messages)} messages")
     clean, total = [], 0
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
@@ -241,6 +244,11 @@ def template_choices(tokenizer: Tokenizer | None) -> list[str]:
     """What a caller may ask for on this tokenizer: its own template (if any), then the built-ins."""
     own = [MODEL_TEMPLATE] if tokenizer is not None and model_template(tokenizer) else []
     return own + list(BUILTIN_CHAT_TEMPLATES)
+
+
+def default_chat_template(tokenizer: Tokenizer) -> str:
+    """The checkpoint's own template when it has one, else "plain" (the text as typed)."""
+    return MODEL_TEMPLATE if model_template(tokenizer) else "plain"
 
 
 def chat_prompt(tokenizer: Tokenizer, messages: list[dict[str, str]], template: str | None = None,

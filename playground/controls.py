@@ -13,10 +13,13 @@ import math
 from dataclasses import dataclass
 
 from llama_core import TEMPLATES, ParameterError, SamplingParams
+from llama_core.chat import BUILTIN_CHAT_TEMPLATES, MODEL_TEMPLATE, check_messages
 from llama_core.sampling import MAX_SEED
 
 MAX_PROMPT_CHARS = 20_000  # the page's cap, checked before tokenizing; the engine's own (200k) guards the Python API
 MAX_SYSTEM_CHARS = 2_000
+MAX_CONVERSATION_CHARS = 100_000  # a chat's whole history; its tokens must still fit the model's context
+MAX_MESSAGES = 500
 MAX_TOKENS_UNKNOWN_CONTEXT = 2**31 - 1  # until a model is loaded its context is unknown; checked again after loading
 
 
@@ -104,6 +107,21 @@ def check_template(name: object) -> str:
     return name
 
 
+def check_chat_template(name: object) -> str:
+    """"model" (the checkpoint's own template; whether it has one is checked once it is loaded), a
+    built-in, or "" (or None) for the model's own when it has one and "plain" when it has none."""
+    if name is None:
+        return ""
+    allowed = ["", MODEL_TEMPLATE, *BUILTIN_CHAT_TEMPLATES]
+    if not isinstance(name, str) or name not in allowed:
+        raise ParameterError("chat_template", "one of " + ", ".join(map(repr, allowed)), name)
+    return name
+
+
+def check_conversation(messages: object) -> list[dict[str, str]]:
+    return check_messages(messages, max_chars=MAX_CONVERSATION_CHARS, max_messages=MAX_MESSAGES)
+
+
 def check_seed(seed: object) -> int | None:
     """-1 (or empty) means a random seed, drawn and reported by the run; None is returned for it."""
     if seed is None or (_is_finite_number(seed) and seed == -1):
@@ -146,6 +164,7 @@ def check_context(n_prompt: int, max_new_tokens: int, context: int) -> None:
 
 FIELD_CHECKS = {
     "prompt": check_prompt, "system": check_system, "template": check_template, "seed": check_seed,
+    "messages": check_conversation, "chat_template": check_chat_template,
     "stop": check_stop, "capture_attention": lambda value: check_flag("capture_attention", value),
 }  # fmt: skip
 

@@ -19,10 +19,9 @@ from collections.abc import Iterator
 import gradio as gr
 import torch
 
-from llama_core import (
-    GenerationError, ParameterError, SamplingParams, StopReason, apply_template, generate_stream, parameter_count,
-)
-from llama_core.errors import CheckpointError, TokenizerError
+from llama_core import GenerationError, ParameterError, SamplingParams, StopReason, apply_template, generate_stream
+from llama_core.chat import chat_prompt, default_chat_template
+from llama_core.errors import ChatTemplateError, CheckpointError, TokenizerError
 from llama_core.generation import encode_prompt
 from llama_core.run_figures import (
     alternatives_figure, attention_figure, heads_figure, probability_entropy_figure, token_html,
@@ -31,10 +30,12 @@ from llama_core.run_record import RunRecord
 
 from .access import RateLimiter, request_client_key
 from .controls import SLIDERS, check_context, check_field
+from .model_info import MODEL_DEFAULTS, default_slider_updates, model_info
 from .registry import ModelRegistry
 from .scaling_panel import our_models_plot
 
 # The fields of each generate endpoint, in the order of the handler's parameters.
+# A chat request has "messages" and "chat_template" where a generate request has "prompt" and "template".
 STREAM_FIELDS = ("model", "prompt", "template", "system", *SLIDERS, "seed", "stop", "capture_attention")
 API_FIELDS = ("prompt", "model", "max_new_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty",
               "seed", "stop", "template")
@@ -85,19 +86,15 @@ def status_line(record: RunRecord, running: bool) -> str:
     return " · ".join(p for p in parts if p)
 
 
-def model_info(registry: ModelRegistry, label: str) -> str:
-    choice = registry.get(label)
-    if choice.source is None:
-        return f"ℹ️ {choice.hint}"
-    loaded = registry.load(label)
-    a = loaded.args
-    card = loaded.model_card or {}
-    trained = (f" · trained on {card['tokens_seen']:,} tokens, val loss {card['val_loss']}"
-               if "tokens_seen" in card else "")
-    gqa = f", {a.kv_heads} kv heads" if a.kv_heads != a.n_heads else ""
-    return (f"**{label}** · {parameter_count(a) / 1e6:,.1f}M parameters · {loaded.format} · "
-            f"{str(loaded.dtype).removeprefix('torch.')} · {loaded.n_bytes / 2**20:,.1f} MiB · "
-            f"dim {a.dim}, {a.n_layers} layers, {a.n_heads} heads{gqa}, context {a.max_seq_len}{trained}")
+def build_prompt(tokenizer, values: dict) -> tuple[str, list[int]]:
+    """The prompt text and its token ids of a checked request: a chat or a single prompt."""
+    if "messages" in values:
+        messages = values["messages"]
+        if values.get("system", "").strip() and messages[0]["role"] != "system":
+            messages = [{"role": "system", "content": values["system"]}, *messages]
+        return chat_prompt(tokenizer, messages, values["chat_template"] or default_chat_template(tokenizer))
+    full_prompt = apply_template(values["template"], values["prompt"], values["system"])
+    return full_prompt, encode_prompt(tokenizer, full_prompt)
 
 
 def make_handlers(registry: ModelRegistry, limiter: RateLimiter | None = None):
@@ -125,12 +122,13 @@ def make_handlers(registry: ModelRegistry, limiter: RateLimiter | None = None):
                 except ParameterError as error:
                     errors[name] = str(error)
         if not errors and context is not None:
-            full_prompt = apply_template(values["template"], values["prompt"], values["system"])
             try:
-                check_context(len(encode_prompt(registry.load(label).tokenizer, full_prompt)), values["max_new_tokens"],
+                check_context(len(build_prompt(registry.load(label).tokenizer, values)[1]), values["max_new_tokens"],
                               context)
             except ParameterError as error:
-                errors[error.name] = str(error)
+                errors["messages" if error.name == "prompt" and "messages" in values else error.name] = str(error)
+            except ChatTemplateError as error:
+                errors["chat_template"] = str(error)
         if not errors and limiter is not None:
             wait = limiter.acquire(request_client_key(request))
             if wait:
@@ -144,14 +142,15 @@ def make_handlers(registry: ModelRegistry, limiter: RateLimiter | None = None):
             label = check_model(fields["model"])
             values = {name: check_field(name, value) for name, value in fields.items() if name != "model"}
             loaded = registry.load(label)
-            full_prompt = apply_template(values["template"], values["prompt"], values["system"])
-            prompt_ids = encode_prompt(loaded.tokenizer, full_prompt)
+            full_prompt, prompt_ids = build_prompt(loaded.tokenizer, values)
             check_context(len(prompt_ids), values["max_new_tokens"], loaded.args.max_seq_len)
             params = SamplingParams(**{name: values[name] for name in SLIDERS}, seed=values["seed"],
                                     stop=values["stop"])
-        except (ParameterError, CheckpointError, TokenizerError) as error:
+        except (ParameterError, CheckpointError, TokenizerError, ChatTemplateError) as error:
             raise gr.Error(str(error)) from None
-        settings = {"template": values["template"], "system": values["system"], **dataclasses.asdict(params)}
+        # What the run was asked, kept in its report: the template, system prompt and conversation.
+        asked = {name: values[name] for name in ("template", "chat_template", "system", "messages") if name in values}
+        settings = {**asked, **dataclasses.asdict(params)}
         record = RunRecord.start(label, loaded.tokenizer, full_prompt, prompt_ids, settings)
         return loaded, params, record, values
 
@@ -172,6 +171,12 @@ def make_handlers(registry: ModelRegistry, limiter: RateLimiter | None = None):
                            "The previous model stays loaded.") from None
         limit = registry.load(label).args.max_seq_len - 1
         return info, gr.update(maximum=limit, value=min(int(max_new_tokens or 1), limit))
+
+    def model_sampling_defaults(label: str):
+        """After a switch: the sampling sliders show the checkpoint's own defaults (the user may then change them)."""
+        if not registry.is_loaded(label):
+            return (gr.skip(),) * len(MODEL_DEFAULTS)
+        return default_slider_updates(registry.load(label))
 
     def validate_stream(model_label, prompt, template, system, temperature, top_k, top_p, min_p, repetition_penalty,
                         presence_penalty, frequency_penalty, max_new_tokens, seed, stop, capture_attention,
@@ -201,10 +206,16 @@ def make_handlers(registry: ModelRegistry, limiter: RateLimiter | None = None):
         """Stream the text; when the run ends, fill the inspection panels from its record."""
         values = (model_label, prompt, template, system, temperature, top_k, top_p, min_p, repetition_penalty,
                   presence_penalty, frequency_penalty, max_new_tokens, seed, stop, capture_attention)
-        loaded, params, record, checked = prepare_run(dict(zip(STREAM_FIELDS, values)))
+        for _, outputs in run_updates(dict(zip(STREAM_FIELDS, values))):
+            yield outputs
+
+    def run_updates(fields: dict) -> Iterator[tuple[bool, tuple]]:
+        """A page's run (Generate or Chat) as (finished, outputs): outputs are (text, status, record,
+        8 panel values), the panels filled once finished; the record becomes the session's latest run."""
+        loaded, params, record, checked = prepare_run(fields)
         stream = generate_stream(loaded.model, loaded.tokenizer, record.prompt_ids, params,
                                  capture_attention=checked["capture_attention"], top_n=PAGE_TOP_N,
-                                 attention_budget=ATTENTION_BUDGET)
+                                 attention_budget=ATTENTION_BUDGET, eos_ids=loaded.eos_ids)
         last_yield, out_of_memory = 0.0, False
         try:
             for step in stream:
@@ -216,7 +227,7 @@ def make_handlers(registry: ModelRegistry, limiter: RateLimiter | None = None):
                     last_yield = now
                     # The record goes into the session state as it grows, so Stop can draw what exists.
                     # A Stop or a client that left closes this generator here, which closes the stream.
-                    yield (record.text, status_line(record, running=True), record) + (gr.skip(),) * 8
+                    yield False, (record.text, status_line(record, running=True), record) + (gr.skip(),) * 8
         except ParameterError as error:  # raised before any compute (e.g. the run would overflow the context)
             raise gr.Error(str(error)) from None
         except Exception as error:
@@ -228,7 +239,7 @@ def make_handlers(registry: ModelRegistry, limiter: RateLimiter | None = None):
             stream.close()  # frees the KV cache now, not when the generator is collected
         if out_of_memory:
             gc.collect()  # give the memory back before the next request asks for it
-        yield (record.text, status_line(record, running=False)) + panels(record, loaded.args.kv_heads)
+        yield True, (record.text, status_line(record, running=False)) + panels(record, loaded.args.kv_heads)
 
     def panels(record: RunRecord, n_kv_heads: int) -> tuple:
         """Everything drawn from a finished run: state, tokens, charts and the attention controls."""
@@ -290,11 +301,16 @@ def make_handlers(registry: ModelRegistry, limiter: RateLimiter | None = None):
         While the run lasts it also sends the run so far every half second; the last value is the
         finished run, whose timing includes when it left the queue (`started_at`, `finished_at`).
         """
-        started_at = time.time()
         values = (prompt, model, max_new_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed, stop,
                   template)
-        loaded, params, record, _ = prepare_run(api_request(values))
-        stream = generate_stream(loaded.model, loaded.tokenizer, record.prompt_ids, params, top_n=API_TOP_N)
+        yield from json_run(api_request(values))
+
+    def json_run(fields: dict) -> Iterator[dict]:
+        """An API run (/generate or /chat): the run so far every half second, then the finished run."""
+        started_at = time.time()
+        loaded, params, record, _ = prepare_run(fields)
+        stream = generate_stream(loaded.model, loaded.tokenizer, record.prompt_ids, params, top_n=API_TOP_N,
+                                 eos_ids=loaded.eos_ids)
         last_yield = time.perf_counter()
         try:
             for step in stream:
@@ -314,6 +330,7 @@ def make_handlers(registry: ModelRegistry, limiter: RateLimiter | None = None):
         yield result
 
     return {"switch_model": switch_model, "validate_stream": validate_stream, "generate": generate, "stop": stop,
+            "model_sampling_defaults": model_sampling_defaults, "check_request": check_request, "run_updates": run_updates, "json_run": json_run,
             "select_token": select_token, "redraw_attention": redraw_attention, "record_speed": record_speed,
             "validate_api": validate_api, "generate_json": generate_json}
 

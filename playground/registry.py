@@ -104,8 +104,9 @@ class ModelRegistry:
     only guards the cache dictionary against API calls that bypass nothing but arrive together.
     """
 
-    def __init__(self, choices: list[ModelChoice]):
+    def __init__(self, choices: list[ModelChoice], context_length: int | None = None):
         self.choices = {c.label: c for c in choices}
+        self.context_length = context_length  # app.py --context: every model's window, else each one's own
         self._loaded: dict[str, LoadedModel] = {}
         self._lock = threading.Lock()
 
@@ -139,7 +140,8 @@ class ModelRegistry:
             if label in self._loaded:
                 return self._loaded[label]
         self._make_room(label, choice.source)
-        loaded = load_checkpoint(choice.source, check_memory=False)  # _make_room checked, and made room
+        # check_memory=False: _make_room checked, and made room
+        loaded = load_checkpoint(choice.source, check_memory=False, context_length=self.context_length)
         if loaded.tokenizer is None:
             raise CheckpointError(f"{Path(choice.source).name}: no tokenizer.model next to the weights; put the "
                                   "model's tokenizer.model beside them")

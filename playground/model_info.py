@@ -1,0 +1,62 @@
+"""The model line above the prompt: what the loaded checkpoint is, its context window, and the
+sampling defaults its generation_config.json sets, which the sliders then show as the model's."""
+
+from __future__ import annotations
+
+import logging
+
+import gradio as gr
+
+from llama_core import ParameterError, parameter_count
+from llama_core.chat import model_template
+
+from .controls import SLIDERS
+from .registry import ModelRegistry
+
+# The sliders a checkpoint's generation_config.json may set; the page shows its values as the defaults.
+MODEL_DEFAULTS = ("temperature", "top_k", "top_p", "repetition_penalty")
+
+log = logging.getLogger(__name__)
+
+
+def model_defaults(loaded) -> dict[str, float | int]:
+    """The checkpoint's sampling defaults that a slider can show (a value outside its range is left out)."""
+    defaults = {}
+    for name, value in (getattr(loaded, "generation_defaults", None) or {}).items():
+        if name in MODEL_DEFAULTS:
+            try:
+                defaults[name] = SLIDERS[name].check(value)
+            except ParameterError:
+                log.warning("%s: generation default %s=%r is outside the slider's range", loaded.source, name, value)
+    return defaults
+
+
+def default_slider_updates(loaded) -> tuple:
+    """One update per MODEL_DEFAULTS slider: the model's value, labelled as the model's, or the label alone."""
+    defaults = model_defaults(loaded)
+    return tuple(gr.update(value=defaults[name], label=f"{SLIDERS[name].label} · model default")
+                 if name in defaults else gr.update(label=SLIDERS[name].label) for name in MODEL_DEFAULTS)
+
+
+def model_info(registry: ModelRegistry, label: str) -> str:
+    """One markdown line about the chosen model (loading it first)."""
+    choice = registry.get(label)
+    if choice.source is None:
+        return f"ℹ️ {choice.hint}"
+    loaded = registry.load(label)
+    a = loaded.args
+    card = loaded.model_card or {}
+    trained = (f" · trained on {card['tokens_seen']:,} tokens, val loss {card['val_loss']}"
+               if "tokens_seen" in card else "")
+    gqa = f", {a.kv_heads} kv heads" if a.kv_heads != a.n_heads else ""
+    trained_context = getattr(loaded, "trained_context_length", a.max_seq_len)
+    context = f"context {a.max_seq_len}" + (
+        "" if trained_context == a.max_seq_len else
+        f" (trained on {trained_context}" + ("; beyond it quality drops)" if a.max_seq_len > trained_context else ")"))
+    defaults = model_defaults(loaded)
+    sampling = (" · sampling defaults from the checkpoint's generation_config.json: "
+                + ", ".join(f"{name} {value:g}" for name, value in defaults.items()) if defaults else "")
+    chat = " · its own chat template" if loaded.tokenizer is not None and model_template(loaded.tokenizer) else ""
+    return (f"**{label}** · {parameter_count(a) / 1e6:,.1f}M parameters · {loaded.format} · "
+            f"{str(loaded.dtype).removeprefix('torch.')} · {loaded.n_bytes / 2**20:,.1f} MiB · "
+            f"dim {a.dim}, {a.n_layers} layers, {a.n_heads} heads{gqa}, {context}{trained}{chat}{sampling}")
