@@ -14,15 +14,15 @@ from llama_core.published import BENCHMARKS, published_models
 from llama_core.scaling_figures import params_vs_benchmark_figure, tokens_per_param_figure
 from llama_core.templates import TEMPLATES
 from playground.access import LocalOriginGuard, LoginThrottle, QueueAdmission, RateLimiter, parse_auth
+from playground.chat_handlers import make_chat_handlers
 from playground.controls import MAX_PROMPT_CHARS, SLIDERS
 from playground.dependency_floors import require_dependency_floors
-from playground.chat_handlers import make_chat_handlers
 from playground.handlers import make_handlers
 from playground.insights import make_insight_handlers
 from playground.registry import BUNDLED_DIR, ModelRegistry, discover
-from playground.tabs import chat as chat_tab
 from playground.same_compute import button_label, make_same_compute_handler
 from playground.scaling_panel import our_experiment_figures, our_models_plot, scaling_story_markdown
+from playground.tabs import chat as chat_tab
 
 EXAMPLES = [line for line in (Path(__file__).parent / "examples" / "prompts.txt").read_text().splitlines() if line]
 TOKEN_CLICK_JS = """

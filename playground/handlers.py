@@ -330,7 +330,8 @@ def make_handlers(registry: ModelRegistry, limiter: RateLimiter | None = None):
         yield result
 
     return {"switch_model": switch_model, "validate_stream": validate_stream, "generate": generate, "stop": stop,
-            "model_sampling_defaults": model_sampling_defaults, "check_request": check_request, "run_updates": run_updates, "json_run": json_run,
+            "model_sampling_defaults": model_sampling_defaults, "check_request": check_request,
+            "run_updates": run_updates, "json_run": json_run,
             "select_token": select_token, "redraw_attention": redraw_attention, "record_speed": record_speed,
             "validate_api": validate_api, "generate_json": generate_json}
 

@@ -41,9 +41,18 @@ def reference_ids(reference, messages, **options) -> list[int]:
     return list(out["input_ids"] if hasattr(out, "keys") else out)  # v5 returns a BatchEncoding, v4 a list
 
 
+# TinyLlama-1.1B-Chat's template (Zephyr's), laid out as its tokenizer_config.json has it: one statement a line,
+# so the rendered text depends on trim_blocks dropping the newline after each block tag.
+ZEPHYR_MULTILINE = (
+    "{% for message in messages %}\n{% if message['role'] == 'user' %}\n{{ '<|user|>\\n' + message['content'] + "
+    "eos_token }}\n{% elif message['role'] == 'system' %}\n{{ '<|system|>\\n' + message['content'] + eos_token }}\n"
+    "{% elif message['role'] == 'assistant' %}\n{{ '<|assistant|>\\n'  + message['content'] + eos_token }}\n"
+    "{% endif %}\n{% if loop.last and add_generation_prompt %}\n{{ '<|assistant|>' }}\n{% endif %}\n{% endfor %}"
+)
 # The fixtures whose tokenizer_config.json carries a chat template, as the real downloads do.
 WRITERS = {
     "llama-2-sentencepiece": lambda d: write_llama2_sentencepiece(d, chat_template=LLAMA2_TEMPLATE),
+    "tinyllama-zephyr": lambda d: write_llama2_sentencepiece(d, chat_template=ZEPHYR_MULTILINE),
     "llama-3-tokenizer-json": lambda d: write_llama3_hf(d, chat_template=LLAMA3_TEMPLATE),
     "smollm-chatml": lambda d: write_smollm_hf(d, chat_template=CHATML_TEMPLATE),
 }
@@ -125,7 +134,9 @@ def _llama2_reference(messages, bos, eos):
 
 def _llama3_reference(messages, bos, eos):
     # meta-llama/llama3 tokenizer.py ChatFormat.encode_dialog_prompt, as text.
-    header = lambda role: f"<|start_header_id|>{role}<|end_header_id|>\n\n"  # noqa: E731
+    def header(role):
+        return f"<|start_header_id|>{role}<|end_header_id|>\n\n"
+
     return bos + "".join(header(m["role"]) + m["content"].strip() + "<|eot_id|>" for m in messages) + header(
         "assistant")
 
@@ -133,7 +144,10 @@ def _llama3_reference(messages, bos, eos):
 def test_builtin_formats_equal_their_sources():
     messages, bos, eos = conversation(), "<s>", "</s>"
     (u1, a1), (u2, a2), (u3, _) = TURNS
-    render = lambda name: render_chat(messages, BUILTIN_CHAT_TEMPLATES[name], bos_token=bos, eos_token=eos)  # noqa
+
+    def render(name):
+        return render_chat(messages, BUILTIN_CHAT_TEMPLATES[name], bos_token=bos, eos_token=eos)
+
     assert render("vicuna") == _vicuna_reference(messages, bos, eos)
     assert render("llama-2-chat") == _llama2_reference(messages, bos, eos)
     assert render("llama-3-instruct") == _llama3_reference(messages, bos, eos)

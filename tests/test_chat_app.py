@@ -81,7 +81,7 @@ def test_stop_keeps_the_partial_reply_of_this_chat_only(chat_model):
     run = chat["reply"](label, history, "More?", "", "model", *sampling, 0, "", False)
     streamed = next(run)  # the first token's update; then the page's Stop cancels the event
     run.close()
-    chatbot, shown, message_box, _, _, record = streamed[:6]
+    _, shown, message_box, _, _, record = streamed[:6]
     assert message_box == "" and len(record.steps) < 200
     after = chat["stop"](record, shown)
     messages, status = after[1], after[4]
@@ -135,8 +135,8 @@ def _messages(page) -> list[tuple[str, str]]:
 def _wait_reply(page, n_rows: int, rendered_tail: str) -> str:
     """Wait for the reply's finished run: the rendered prompt (set last) ends with the user's turn."""
     page.wait_for_function(f"document.querySelectorAll('#chatbot .message-row').length === {n_rows}", timeout=60_000)
-    page.wait_for_function(f"document.querySelector('#chat-rendered textarea')?.value.endsWith({json.dumps(rendered_tail)})",
-                           timeout=60_000)
+    ends = f"document.querySelector('#chat-rendered textarea')?.value.endsWith({json.dumps(rendered_tail)})"
+    page.wait_for_function(ends, timeout=60_000)
     assert "stop:" in page.inner_text("#chat-status")
     return page.inner_text("#chat-status")
 

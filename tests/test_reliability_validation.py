@@ -250,7 +250,8 @@ def test_A17_wrong_types_get_a_message_and_the_server_keeps_serving(server, clie
     assert fields == {
         "top_k": "top_k must be an integer in [0, 200] (0 = off), got None",
         "capture_attention": "capture_attention must be true or false, got 'yes'",
-        "template": "template must be one of plain, alpaca, vicuna, llama-2-chat, got 3",
+        "template": "template must be one of plain, alpaca, vicuna, llama-2-chat, llama-3-instruct, chatml, zephyr, "
+                    "got 3",
         "system": "system must be a text of at most 2000 characters, got ['x']",
     }
     assert_serves(client)
