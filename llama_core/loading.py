@@ -21,7 +21,7 @@ from torch import Tensor
 
 from .config import ModelArgs, parameter_count
 from .errors import CheckpointError, ParameterError, TokenizerError
-from .formats.gguf import GGUF_MAGIC, refuse_gguf
+from .formats.gguf import GGUF_MAGIC, GGUFCheckpoint, read_gguf, stored_gguf_bytes
 from .formats.hf import WEIGHT_LAYOUTS, load_hf_checkpoint, weight_files
 from .formats.hf_config import read_generation_config
 from .formats.hub import download_snapshot, is_hub_id
@@ -48,7 +48,7 @@ class LoadedModel:
 
     model: Transformer
     tokenizer: Tokenizer | None
-    format: str  # "hf", "meta" or "llama2c"
+    format: str  # "hf", "meta", "llama2c" or "gguf"
     source: str  # as given: a path or a Hub repo id
     path: Path  # the local file or directory the weights were read from
     args: ModelArgs
@@ -76,11 +76,11 @@ class LoadedModel:
 
 
 def detect_format(path: str | Path) -> str:
-    """The checkpoint format ("hf", "meta" or "llama2c"), from a directory's files or a file's content."""
+    """The checkpoint format ("hf", "meta", "llama2c" or "gguf"), from a directory's files or a file's content."""
     path = Path(path)
     if path.is_file():
         if _starts_with(path, GGUF_MAGIC):
-            refuse_gguf(path)
+            return "gguf"
         if file_signature(path) == "safetensors":
             raise CheckpointError(f"{path.name}: a lone safetensors file; pass the directory holding its config.json")
         read_header(path)  # explains what is wrong with a file that is not llama2.c (a zip, a short file)
@@ -89,8 +89,8 @@ def detect_format(path: str | Path) -> str:
         raise CheckpointError(f"{path}: no such file or directory")
     if (path / "config.json").exists():
         return "hf"
-    if (ggufs := sorted(path.glob("*.gguf"))) and not any((path / n).exists() for layout in WEIGHT_LAYOUTS for n in layout):
-        refuse_gguf(ggufs[0])
+    if any(path.glob("*.gguf")) and not any((path / n).exists() for layout in WEIGHT_LAYOUTS for n in layout):
+        return "gguf"
     if (path / "params.json").exists() or any(path.glob("consolidated.*.pth")):
         return "meta"
     if any((path / name).exists() for layout in WEIGHT_LAYOUTS for name in layout):
@@ -98,7 +98,7 @@ def detect_format(path: str | Path) -> str:
     found = ", ".join(sorted(p.name for p in path.iterdir())[:10]) or "nothing"
     raise CheckpointError(
         f"{path}: no recognisable checkpoint; expected config.json + safetensors/pytorch_model.bin (Hugging Face), "
-        f"params.json + consolidated.NN.pth (Meta), or pass a llama2.c .bin file itself (found: {found})"
+        f"params.json + consolidated.NN.pth (Meta), a .gguf file, or pass a llama2.c .bin file itself (found: {found})"
     )
 
 
@@ -108,6 +108,8 @@ def estimate_checkpoint_bytes(path: str | Path) -> int:
     fmt = detect_format(path)
     if fmt == "llama2c":
         return read_header(path).weight_bytes
+    if fmt == "gguf":
+        return stored_gguf_bytes(path)
     files = weight_files(path) if fmt == "hf" else shard_files(path)
     return sum(stored_bytes(f) for f in files)
 
@@ -164,7 +166,7 @@ def load_checkpoint(
     tensors = untie(checkpoint)
     check_names_and_shapes(skeleton, tensors, checkpoint.origins, path)
 
-    tokenizer_path = _find_tokenizer(folder, fmt)
+    tokenizer_path = _find_tokenizer(folder, fmt, checkpoint)
     tokenizer = load_tokenizer(tokenizer_path) if tokenizer_path else None
     if fmt == "meta" and tokenizer is None and vocab_from_tokenizer(path):
         raise CheckpointError(
@@ -231,6 +233,8 @@ def _read_checkpoint(path: Path, fmt: str) -> CheckpointTensors:
         return load_hf_checkpoint(path)
     if fmt == "meta":
         return load_meta_checkpoint(path)
+    if fmt == "gguf":
+        return read_gguf(path)  # quantized tensors stay blocks until _build_model's `.to(dtype)` decodes them
     return load_llama2c(path)
 
 
@@ -317,9 +321,12 @@ def _auto_dtype(checkpoint: CheckpointTensors, upcast_16bit: bool) -> torch.dtyp
     return torch.float32 if fits else stored
 
 
-def _find_tokenizer(folder: Path, fmt: str) -> Path | None:
+def _find_tokenizer(folder: Path, fmt: str, checkpoint: CheckpointTensors | None = None) -> Path | None:
     """The tokenizer's main file beside the weights (Meta's downloads keep one tokenizer.model above the
-    per-size directories); which file, when several kinds are present, is the tokenizer package's choice."""
+    per-size directories); which file, when several kinds are present, is the tokenizer package's choice.
+    A GGUF file carries its own vocabulary (in its first part), used over any file beside it."""
+    if isinstance(checkpoint, GGUFCheckpoint) and "tokenizer.ggml.model" in checkpoint.metadata:
+        return checkpoint.files[0]
     for candidate in [folder, folder.parent] if fmt == "meta" else [folder]:
         files = find_tokenizer_files(candidate)
         if files:

@@ -21,6 +21,7 @@ from ..errors import ParameterError, TokenizerError
 from ..loading import LoadedModel, load_checkpoint
 from ..rope import inverse_frequencies
 from ..tokenizer import Tokenizer
+from .gguf import gguf_tensor_name  # the name table is shared with the GGUF reader
 
 # --dtype → (type of the 2-D weight matrices, the file type llama.cpp reports). Norms stay f32 in every
 # case, as llama.cpp's own converter keeps them: they are tiny and the RMSNorm scale is precision-sensitive.
@@ -29,33 +30,6 @@ EXPORT_DTYPES: dict[str, tuple[QType, LlamaFileType]] = {
     "f16": (QType.F16, LlamaFileType.MOSTLY_F16),
     "q8_0": (QType.Q8_0, LlamaFileType.MOSTLY_Q8_0),
 }
-
-# Meta's names → GGUF's, taken from gguf's own table so a rename upstream cannot slip past us.
-GLOBAL_TENSORS = {
-    "tok_embeddings": MODEL_TENSOR.TOKEN_EMBD,
-    "norm": MODEL_TENSOR.OUTPUT_NORM,
-    "output": MODEL_TENSOR.OUTPUT,
-}
-BLOCK_TENSORS = {
-    "attention.wq": MODEL_TENSOR.ATTN_Q,
-    "attention.wk": MODEL_TENSOR.ATTN_K,
-    "attention.wv": MODEL_TENSOR.ATTN_V,
-    "attention.wo": MODEL_TENSOR.ATTN_OUT,
-    "feed_forward.w1": MODEL_TENSOR.FFN_GATE,
-    "feed_forward.w2": MODEL_TENSOR.FFN_DOWN,
-    "feed_forward.w3": MODEL_TENSOR.FFN_UP,
-    "attention_norm": MODEL_TENSOR.ATTN_NORM,
-    "ffn_norm": MODEL_TENSOR.FFN_NORM,
-}
-
-
-def gguf_tensor_name(name: str) -> str:
-    """GGUF's name for one of our parameters: 'layers.3.attention.wq.weight' → 'blk.3.attn_q.weight'."""
-    stem = name.removesuffix(".weight")
-    if stem in GLOBAL_TENSORS:
-        return gguf.TENSOR_NAMES[GLOBAL_TENSORS[stem]] + ".weight"
-    _, layer, rest = stem.split(".", 2)  # "layers", "3", "attention.wq"
-    return gguf.TENSOR_NAMES[BLOCK_TENSORS[rest]].format(bid=int(layer)) + ".weight"
 
 
 def export_gguf(model_dir_or_loaded: str | Path | LoadedModel, out_path: str | Path, dtype: str = "f32") -> Path:

@@ -6,13 +6,15 @@
 | hf_json         | Hugging Face `tokenizer.json` (Llama 3, SmolLM, ...)   | "hf-json"       |
 | tiktoken_bpe    | Meta's Llama 3 `tokenizer.model` (tiktoken format)     | "tiktoken"      |
 | llama2c_bin     | llama2.c `tokenizer.bin` / `tok*.bin`                  | "llama2c"       |
+| gguf_vocab      | the vocabulary inside a `.gguf` file (llama.cpp)       | "gguf"          |
 
 In a folder, as transformers chooses: `tokenizer.json` when present — except beside a SentencePiece
 `tokenizer.model` that it merely converts (a non-byte-level tokenizer.json): transformers' LlamaTokenizer then
 rebuilds SentencePiece's pipeline from the same vocabulary, and we use the SentencePiece model itself (the reference
 implementation, and what GGUF export writes). Then `tokenizer.model` (SentencePiece or tiktoken by content), then a
-llama2.c `tokenizer.bin` or a single `tok*.bin`. tokenizer_config.json, special_tokens_map.json and
-added_tokens.json beside the file are read by every backend.
+llama2.c `tokenizer.bin` or a single `tok*.bin`, then the vocabulary inside the folder's one GGUF model.
+tokenizer_config.json, special_tokens_map.json and added_tokens.json beside the file are read by every backend
+except GGUF's, whose file says everything itself.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ import json
 from pathlib import Path
 
 from ..errors import TokenizerError
+from ..gguf_file import GGUF_MAGIC, is_later_split_part
 from .base import Tokenizer
+from .gguf_vocab import load_gguf_vocabulary
 from .hf_json import HFJsonTokenizer, is_byte_level
 from .llama2c_bin import load_llama2c_tokenizer, looks_like_llama2c
 from .sentencepiece import SentencePieceTokenizer
@@ -61,7 +65,10 @@ def _main_file(folder: Path) -> Path | None:
     if len(bins) > 1:
         raise TokenizerError(f"{folder}: several llama2.c tokenizers ({', '.join(p.name for p in bins)}); pass the "
                              "one that belongs to the model")
-    return bins[0] if bins else None
+    if bins:
+        return bins[0]
+    ggufs = sorted(p for p in folder.glob("*.gguf") if p.is_file() and not is_later_split_part(p))
+    return ggufs[0] if len(ggufs) == 1 else None  # several: which model's vocabulary is not ours to guess
 
 
 def find_tokenizer_files(folder: str | Path) -> list[Path]:
@@ -90,6 +97,8 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
 
 def _load_file(path: Path) -> Tokenizer:
     head = _head(path)
+    if head.startswith(GGUF_MAGIC):
+        return load_gguf_vocabulary(path)
     if head.lstrip()[:1] == b"{" or path.suffix == ".json":
         return HFJsonTokenizer.from_json_file(path, read_special_config(path.parent))
     if looks_like_tiktoken(head):
