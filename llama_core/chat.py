@@ -228,6 +228,10 @@ def model_template(tokenizer: Tokenizer) -> tuple[str, str] | None:
     return template, _template_source(tokenizer)
 
 
+# Where a checkpoint folder keeps its template, in transformers' precedence (the first one present wins).
+_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json", "tokenizer_config.json")
+
+
 def _template_source(tokenizer: Tokenizer) -> str:
     source = getattr(tokenizer, "chat_template_source", None)
     if source:
@@ -235,9 +239,10 @@ def _template_source(tokenizer: Tokenizer) -> str:
     path = getattr(tokenizer, "path", None)
     if path is None:
         return "the tokenizer's chat template"
+    if Path(path).suffix == ".gguf":
+        return str(path)  # the template is in the file's metadata (tokenizer.chat_template)
     folder = Path(path) if Path(path).is_dir() else Path(path).parent
-    config = folder / "tokenizer_config.json"
-    return str(config if config.is_file() else path)
+    return str(next((folder / name for name in _TEMPLATE_FILES if (folder / name).is_file()), path))
 
 
 def template_choices(tokenizer: Tokenizer | None) -> list[str]:

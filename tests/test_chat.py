@@ -248,6 +248,14 @@ def test_no_template_asks_for_a_builtin(tmp_path):
         encode_chat(tokenizer, [{"role": "user", "content": "hi"}], "gpt-4")
 
 
+def test_chat_template_jinja_wins_and_is_named(tmp_path):
+    # Newer downloads keep the template in chat_template.jinja, which transformers prefers to tokenizer_config.json.
+    write_llama2_sentencepiece(tmp_path, chat_template="{{ 'from the config' }}")
+    (tmp_path / "chat_template.jinja").write_text("{{ raise_exception('from the jinja file') }}")
+    with pytest.raises(ChatTemplateError, match=r"chat_template.jinja: .*from the jinja file"):
+        encode_chat(load_tokenizer(tmp_path), [{"role": "user", "content": "hi"}])
+
+
 def test_named_templates_use_the_default_one(tmp_path):
     # tokenizer_config.json may hold a list of named templates; transformers takes "default" when none is named.
     write_llama2_sentencepiece(tmp_path)
