@@ -16,7 +16,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 from app_server import AppServer
 from playground.chat_handlers import conversation, make_chat_handlers, without_last_reply
 from playground.handlers import make_handlers
-from playground.registry import ModelChoice, ModelRegistry
+from playground.registry import BUNDLED_DIR, ModelChoice, ModelRegistry
 
 SYSTEM = "Answer in one line."
 USER_TURNS = ["Hello, who are you?", "Tell me about the café 🦙.", "And the Andes?"]
@@ -90,6 +90,19 @@ def test_stop_keeps_the_partial_reply_of_this_chat_only(chat_model):
     # Stop before this reply's run began: the latest run is an earlier one, and the chat stays as it is.
     assert chat["stop"](record, history + [{"role": "user", "content": "x"}, {"role": "assistant", "content": ""}]) \
         == (gr.skip(),) * 14
+
+
+def test_template_menu_and_note_follow_the_model(chat_model):
+    own, base = label_of(chat_model), "playground-1m (bundled)"
+    registry = ModelRegistry([ModelChoice(own, str(chat_model), "local"),
+                              ModelChoice(base, str(BUNDLED_DIR / "playground-1m"), "bundled")])
+    chat = make_chat_handlers(registry, make_handlers(registry))
+    menu = chat["template_menu"](own)
+    assert menu["value"] == "model" and menu["choices"][0] == ("the model's own (tokenizer_config.json)", "model")
+    assert chat["template_menu"](base)["value"] == "plain"  # a base model: no template of its own
+    assert "most likely a base model" in chat["template_note"](base, "alpaca")
+    assert chat["template_note"](own, "alpaca") == ""  # an instruction-tuned model may use any format
+    assert str(chat_model / "tokenizer_config.json") in chat["template_note"](own, "model")
 
 
 def test_chat_endpoint_renders_and_tokenizes_as_transformers(client, chat_model):
