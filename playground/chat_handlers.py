@@ -19,7 +19,8 @@ from llama_core.errors import CheckpointError, TokenizerError
 from .controls import SLIDERS
 from .registry import ModelRegistry
 
-# The page's chat request, in the order of the reply handler's parameters after the history and message.
+# The fields of a chat request as the Generate tab's checks know them (a page's, then the API's, in its
+# parameters' order), and the Chat tab's inputs, to place each problem on its box.
 CHAT_FIELDS = ("model", "messages", "chat_template", "system", *SLIDERS, "seed", "stop", "capture_attention")
 API_FIELDS = ("messages", "model", "chat_template", "max_new_tokens", "temperature", "top_k", "top_p", "min_p",
               "repetition_penalty", "seed", "stop")

@@ -79,11 +79,10 @@ def wire(tab: ChatTab, demo: gr.Blocks, chat: dict, model: gr.Dropdown, controls
         after_run(event)
     private = {"api_visibility": "private"}
     tab.stop.click(chat["stop"], [run_outputs[0], tab.history], outputs, cancels=replies, **private)
-    tab.undo.click(chat["undo"], tab.history, [tab.chatbot, tab.history, tab.message, tab.rendered, tab.status],
-                   **private)
-    cleared = [tab.chatbot, tab.history, tab.message, tab.rendered, tab.status]
-    tab.clear.click(chat["clear"], None, cleared, **private)
-    tab.chatbot.clear(chat["clear"], None, cleared, **private)  # the chatbot's own bin icon forgets the history too
+    conversation = [tab.chatbot, tab.history, tab.message, tab.rendered, tab.status]
+    tab.undo.click(chat["undo"], tab.history, conversation, **private)
+    tab.clear.click(chat["clear"], None, conversation, **private)
+    tab.chatbot.clear(chat["clear"], None, conversation, **private)  # the chatbot's own bin icon forgets the history too
     # The menu follows the model (its own template, when it has one, comes first and is chosen).
     for trigger in (model.change, demo.load):
         trigger(chat["template_menu"], model, tab.chat_template, concurrency_id="model", **private).then(
