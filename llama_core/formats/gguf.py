@@ -206,7 +206,7 @@ def _decimal(value: float) -> float:
     return float(str(np.float32(value)))
 
 
-def _map_tensors(header: GGUFHeader) -> dict[str, Tensor | QuantizedTensor]:
+def map_tensors(header: GGUFHeader) -> dict[str, Tensor | QuantizedTensor]:
     """Each tensor of one file as a view of its memory mapping, under its GGUF name."""
     path = header.path
     flat = torch.from_file(str(path), shared=False, size=header.file_size, dtype=torch.uint8)
@@ -238,7 +238,7 @@ def read_gguf(path: str | Path) -> GGUFCheckpoint:
         _check_split(headers)
     by_gguf_name, origin = {}, {}
     for header in headers:
-        for name, tensor in _map_tensors(header).items():
+        for name, tensor in map_tensors(header).items():
             by_gguf_name[name], origin[name] = tensor, header.path.name
     divisors = by_gguf_name.pop(ROPE_FREQS, None)
     tensors, origins, types = {}, {}, {}

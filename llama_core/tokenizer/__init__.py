@@ -25,7 +25,7 @@ from pathlib import Path
 from ..errors import TokenizerError
 from ..gguf_file import GGUF_MAGIC, is_later_split_part
 from .base import Tokenizer
-from .gguf_vocab import load_gguf_vocabulary
+from .gguf_vocab import has_vocabulary, load_gguf_vocabulary
 from .hf_json import HFJsonTokenizer, is_byte_level
 from .llama2c_bin import load_llama2c_tokenizer, looks_like_llama2c
 from .sentencepiece import SentencePieceTokenizer
@@ -68,7 +68,8 @@ def _main_file(folder: Path) -> Path | None:
     if bins:
         return bins[0]
     ggufs = sorted(p for p in folder.glob("*.gguf") if p.is_file() and not is_later_split_part(p))
-    return ggufs[0] if len(ggufs) == 1 else None  # several: which model's vocabulary is not ours to guess
+    # One model's own vocabulary (several: which one is not ours to guess; none: a weights-only GGUF).
+    return ggufs[0] if len(ggufs) == 1 and has_vocabulary(ggufs[0]) else None
 
 
 def find_tokenizer_files(folder: str | Path) -> list[Path]:

@@ -85,6 +85,14 @@ def load_gguf_vocabulary(path: Path) -> Tokenizer:
                          "'gpt2' (byte-level BPE)")
 
 
+def has_vocabulary(path: Path) -> bool:
+    """Whether a GGUF file carries a vocabulary (weights-only files and later split parts do not)."""
+    try:
+        return "tokenizer.ggml.model" in read_gguf_header(path, TokenizerError).metadata
+    except TokenizerError:
+        return False  # a damaged file is reported by whoever loads its weights
+
+
 def _text(tokens: list[str], token_id: int | None) -> str | None:
     return None if token_id is None else tokens[token_id]
 
