@@ -65,7 +65,7 @@ def main() -> int:
                                 max_new_tokens=args.max_new_tokens)
         loaded = load_checkpoint(args.model)
         if loaded.tokenizer is None:
-            raise TokenizerError(f"no tokenizer.model next to {loaded.path}")
+            raise TokenizerError(f"no tokenizer next to {loaded.path} (tokenizer.model, tokenizer.json or a llama2.c tokenizer.bin)")
         if not 0 <= args.layer < loaded.args.n_layers:
             raise ParameterError("--layer", f"a layer in [0, {loaded.args.n_layers - 1}]", args.layer)
         if args.head is not None and not 0 <= args.head < loaded.args.n_heads:

@@ -4,7 +4,7 @@ Any format load_checkpoint reads, told apart by the files present:
 
     python examples/load_real_weights.py --model models/playground-16m            # Hugging Face directory
     python examples/load_real_weights.py --model ~/llama/llama-2-7b --dtype bf16   # Meta consolidated.NN.pth
-    python examples/load_real_weights.py --model ~/llama2.c/stories15M.bin         # llama2.c, tokenizer.model beside
+    python examples/load_real_weights.py --model ~/llama2.c/stories15M.bin         # llama2.c, tokenizer.bin beside
     python examples/load_real_weights.py --model TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T --dtype bf16
 
 A Hub id is fetched once into the Hugging Face cache (HF_HOME); with HF_HUB_OFFLINE=1 only the
@@ -86,7 +86,7 @@ def main() -> int:
         for key, value in describe(loaded).items():
             print(f"{key:>11}: {value}")
         if loaded.tokenizer is None:
-            print("\nno tokenizer.model beside the weights, so no completion; put the model's tokenizer.model there")
+            print("\nno tokenizer beside the weights, so no completion; put the model's tokenizer.model, tokenizer.json or tokenizer.bin there")
             return 0
         print(f"\ngreedy: {args.prompt}", end="", flush=True)
         for step in generate_stream(loaded.model, loaded.tokenizer, args.prompt, params):

@@ -47,7 +47,7 @@ def main() -> int:
                                 max_new_tokens=args.max_new_tokens)  # checked before the (slower) load
         loaded = load_checkpoint(args.model)
         if loaded.tokenizer is None:
-            raise TokenizerError(f"no tokenizer.model next to {loaded.path}")
+            raise TokenizerError(f"no tokenizer next to {loaded.path} (tokenizer.model, tokenizer.json or a llama2.c tokenizer.bin)")
         prompt = apply_template(args.template, args.prompt)
         print(prompt, end="", flush=True)
         steps = []
