@@ -35,7 +35,7 @@ def residual_stream(model: Transformer, token_ids: list[int]) -> list[torch.Tens
     if not token_ids or len(token_ids) > model.args.max_seq_len:
         raise ValueError(f"need 1 to {model.args.max_seq_len} tokens, got {len(token_ids)}")
     tokens = torch.tensor([token_ids])
-    h = model.tok_embeddings(tokens)
+    h = model.embed(tokens)  # in the residual stream's dtype, as the forward pass does
     freqs = model.rope(0, len(token_ids), h.device)
     states = [h[0]]
     for layer in model.layers:

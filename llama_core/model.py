@@ -33,6 +33,21 @@ class RMSNorm(nn.Module):
         return normed.type_as(x) * self.weight
 
 
+class Linear(nn.Linear):
+    """nn.Linear that multiplies in its weight's dtype and answers in its input's: 16-bit weights
+    under an fp32 residual stream (a no-op when the dtypes agree, and under autocast, which casts itself)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return project(x, self.weight)
+
+
+def project(x: Tensor, weight: Tensor) -> Tensor:
+    """x @ weightᵀ computed in the weight's dtype, returned in x's."""
+    if x.dtype == weight.dtype or torch.is_autocast_enabled(x.device.type):
+        return F.linear(x, weight)
+    return F.linear(x.to(weight.dtype), weight).to(x.dtype)
+
+
 def apply_rope(x: Tensor, freqs: Tensor) -> Tensor:
     """Rotate consecutive pairs (x0, x1), (x2, x3), ... of the head dim — Meta's interleaved layout."""
     pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))  # (B, T, H, D/2)
@@ -116,16 +131,16 @@ class Attention(nn.Module):
     def __init__(self, args: ModelArgs):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = args.n_heads, args.kv_heads, args.head_dim
-        self.wq = nn.Linear(args.dim, args.n_heads * args.head_dim, bias=False)
-        self.wk = nn.Linear(args.dim, args.kv_heads * args.head_dim, bias=False)
-        self.wv = nn.Linear(args.dim, args.kv_heads * args.head_dim, bias=False)
-        self.wo = nn.Linear(args.n_heads * args.head_dim, args.dim, bias=False)
+        self.wq = Linear(args.dim, args.n_heads * args.head_dim, bias=False)
+        self.wk = Linear(args.dim, args.kv_heads * args.head_dim, bias=False)
+        self.wv = Linear(args.dim, args.kv_heads * args.head_dim, bias=False)
+        self.wo = Linear(args.n_heads * args.head_dim, args.dim, bias=False)
         self.fused_qkv: Tensor | None = None  # ((H + 2K)·D, C), set by kernels.weight_layout.prepare_for_inference
 
     def project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         fused = self.fused_qkv
         if fused is not None and fused.data_ptr() == self.wq.weight.data_ptr():  # still sharing the weights
-            return F.linear(x, fused).split([self.wq.weight.shape[0], self.wk.weight.shape[0], self.wv.weight.shape[0]], -1)
+            return project(x, fused).split([self.wq.weight.shape[0], self.wk.weight.shape[0], self.wv.weight.shape[0]], -1)
         return self.wq(x), self.wk(x), self.wv(x)
 
     def forward(self, x, freqs, layer, cache, start_pos, capture):
@@ -144,15 +159,15 @@ class Attention(nn.Module):
 class FeedForward(nn.Module):
     def __init__(self, dim: int, hidden_dim: int):
         super().__init__()
-        self.w1 = nn.Linear(dim, hidden_dim, bias=False)  # gate
-        self.w2 = nn.Linear(hidden_dim, dim, bias=False)  # down
-        self.w3 = nn.Linear(dim, hidden_dim, bias=False)  # up
+        self.w1 = Linear(dim, hidden_dim, bias=False)  # gate
+        self.w2 = Linear(hidden_dim, dim, bias=False)  # down
+        self.w3 = Linear(dim, hidden_dim, bias=False)  # up
         self.fused_gate_up: Tensor | None = None  # (2·hidden, C), set by kernels.weight_layout.prepare_for_inference
 
     def forward(self, x: Tensor) -> Tensor:
         fused = self.fused_gate_up
         if fused is not None and fused.data_ptr() == self.w1.weight.data_ptr():
-            gate, up = F.linear(x, fused).chunk(2, dim=-1)
+            gate, up = project(x, fused).chunk(2, dim=-1)
         else:
             gate, up = self.w1(x), self.w3(x)
         return self.w2(F.silu(gate) * up)  # SwiGLU
@@ -191,12 +206,15 @@ class Transformer(nn.Module):
         self.tok_embeddings = nn.Embedding(args.vocab_size, args.dim)
         self.layers = nn.ModuleList(TransformerBlock(i, args) for i in range(args.n_layers))
         self.norm = RMSNorm(args.dim, args.norm_eps)
-        self.output = nn.Linear(args.dim, args.vocab_size, bias=False)
+        self.output = Linear(args.dim, args.vocab_size, bias=False)
         if args.tie_embeddings:
             self.output.weight = self.tok_embeddings.weight
         # A plain attribute, not a buffer, as in Meta's code: `model.to(bfloat16)` must not
         # cast the complex fp32 rotations (and a meta-device build must not leave them empty).
         self.freqs = rotations(args.head_dim, args.rope_theta, args.rope_scaling, 0, args.max_seq_len)
+        # The dtype of the activations between the layers; None: the embeddings'. fp32 under 16-bit or
+        # quantized weights (set by kernels.weight_layout), so that only each projection's input is rounded.
+        self.residual_dtype: torch.dtype | None = None
 
     def reset_rope(self) -> None:
         """Recompute the rotary table on the CPU; needed after building on the meta device."""
@@ -227,7 +245,7 @@ class Transformer(nn.Module):
         T = tokens.shape[1]
         if start_pos + T > self.args.max_seq_len:
             raise ValueError(f"sequence of {start_pos + T} positions exceeds max_seq_len {self.args.max_seq_len}")
-        h = self.tok_embeddings(tokens)  # (B, T, C)
+        h = self.embed(tokens)  # (B, T, C)
         freqs = self.rope(start_pos, T, h.device)
         captured = [] if capture_attention else None
         for layer in self.layers:
@@ -241,9 +259,14 @@ class Transformer(nn.Module):
         logits = self.output(self.norm(h)).float()  # (B, T, V)
         return ForwardOutput(logits, captured)
 
+    def embed(self, tokens: Tensor) -> Tensor:
+        """The residual stream entering the first layer: the tokens' embedding rows, in the stream's dtype."""
+        h = self.tok_embeddings(tokens)
+        return h if self.residual_dtype is None else h.to(self.residual_dtype)
+
     def new_cache(self, max_len: int | None = None, batch_size: int = 1) -> KVCache:
         devices = [_execution_device(layer) for layer in self.layers]
-        dtype = self.tok_embeddings.weight.dtype
+        dtype = self.residual_dtype or self.tok_embeddings.weight.dtype  # keys and values leave the projections in it
         return KVCache(self.args, max_len or self.args.max_seq_len, batch_size, dtype, devices)
 
 

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ..model import Transformer
+from .page_release import release_file_pages
 
 
 class Int8Linear(nn.Module):
@@ -53,11 +54,23 @@ def quantize_int8(model: Transformer, include_output: bool = True) -> Transforme
         for path in PROJECTIONS:
             parent_name, name = path.split(".")
             parent = getattr(layer, parent_name)
-            setattr(parent, name, Int8Linear(getattr(parent, name).weight))
+            weight = getattr(parent, name).weight.detach()
+            setattr(parent, name, Int8Linear(weight))
+            release_file_pages(weight)  # a memory-mapped original's pages are not needed any more
     if include_output:
-        model.output = Int8Linear(model.output.weight)  # a tied embedding keeps its own full-precision copy
+        quantize_output_int8(model)
     return model
 
 
+def quantize_output_int8(model: Transformer) -> None:
+    """The output head as an Int8Linear; a tied embedding keeps its own full-precision copy."""
+    tied = model.output.weight is model.tok_embeddings.weight
+    weight = model.output.weight.detach()
+    model.output = Int8Linear(weight)
+    if not tied:
+        release_file_pages(weight)
+
+
 def is_quantized(model: Transformer) -> bool:
-    return isinstance(model.layers[0].attention.wq, Int8Linear)
+    """Whether the layers' projections are quantized (int8 or int4) rather than float matrices."""
+    return not isinstance(model.layers[0].attention.wq, nn.Linear)

@@ -11,6 +11,13 @@ memory in order. Measured on this project's 2-core AVX2 CPU: 32000×288 2.6× fa
 so a layer does 4 matrix products instead of 7, and re-strides fp32 projections in place. The
 original weights stay reachable by their names (`wq.weight` …) as views into the fused storage,
 so state dicts, the GGUF exporter and the logit lens see the usual tensors.
+
+Under 16-bit (or quantized) weights the residual stream — the activations between and around the
+projections, the norms, the KV cache — stays fp32, as in llama.cpp: only each projection's input is
+rounded to the weights' type, where transformers' bf16 rounds every sum of the stream.
+
+Every weight replaced by a copy gives its memory-mapped pages back at once (`page_release.py`), so
+loading peaks near the size of the finished model instead of the file plus the model.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from ..model import Transformer
+from .page_release import release_file_pages
 
 
 def input_major(weight: Tensor) -> Tensor:
@@ -37,45 +45,54 @@ def _fuse(linears: list[nn.Linear], column_major: bool) -> Tensor:
     start = 0
     for linear in linears:
         width = linear.weight.shape[0]
-        linear.weight = nn.Parameter(fused[start : start + width], requires_grad=False)
+        _replace_weight(linear, fused[start : start + width])
         start += width
     return fused
+
+
+def _replace_weight(module: nn.Module, weight: Tensor) -> None:
+    """Point `module.weight` at `weight`, giving back the file pages of the weight it replaces."""
+    release_file_pages(module.weight.detach(), weight)
+    module.weight = nn.Parameter(weight, requires_grad=False)
 
 
 @torch.no_grad()
 def prepare_for_inference(model: Transformer, fuse: bool = True) -> Transformer:
     """Fuse the projections (one matrix product for q/k/v, one for gate/up) and, for fp32 weights,
-    re-stride them input-major; returns the model, changed in place.
+    re-stride them input-major; under 16-bit or quantized weights, make the residual stream fp32.
+    Returns the model, changed in place.
 
-    Only fp32 is re-strided: PyTorch's bf16 matrix-vector product on this CPU runs 10-14× *slower*
-    on input-major weights (measured: 32000×288 2.5 ms row-major, 35 ms input-major).
-    A later `model.to(dtype)` copies each weight on its own and so un-fuses the model; the model
-    notices (the fused matrix no longer shares the weights' memory) and runs unfused, still correct.
+    Only fp32 is re-strided: PyTorch's bf16 matrix-vector product on the AVX2 machine runs 10-14× *slower*
+    on input-major weights (measured: 32000×288 2.5 ms row-major, 35 ms input-major), and 2-3× slower on
+    this AVX-512 one. A later `model.to(dtype)` copies each weight on its own and so un-fuses the model;
+    the model notices (the fused matrix no longer shares the weights' memory) and runs unfused, still correct.
     """
-    column_major = model.output.weight.dtype == torch.float32
+    column_major = model.tok_embeddings.weight.dtype == torch.float32
     restride = input_major if column_major else (lambda weight: weight)
     for layer in model.layers:
         attention, ffn = layer.attention, layer.feed_forward
+        if not isinstance(attention.wq, nn.Linear):
+            break  # quantized projections (their `.weight` is a dequantized copy): nothing to fuse or re-stride
         if fuse:
             attention.fused_qkv = _fuse([attention.wq, attention.wk, attention.wv], column_major)
             ffn.fused_gate_up = _fuse([ffn.w1, ffn.w3], column_major)
         else:
             for linear in (attention.wq, attention.wk, attention.wv, ffn.w1, ffn.w3):
-                linear.weight = nn.Parameter(restride(linear.weight), requires_grad=False)
+                _replace_weight(linear, restride(linear.weight))
         for linear in (attention.wo, ffn.w2):
-            linear.weight = nn.Parameter(restride(linear.weight), requires_grad=False)
-    tied = model.output.weight is model.tok_embeddings.weight
-    model.output.weight = nn.Parameter(restride(model.output.weight), requires_grad=False)
-    if tied:  # keep one tensor: the embedding lookup reads one (strided) row per token, which costs nothing
-        model.tok_embeddings.weight = model.output.weight
-    elif column_major:
-        # Everything else is a copy now; copying the rest too lets the checkpoint's memory map go,
-        # or its pages, all read while copying, would stay resident beside the copies (2× the RSS).
-        model.tok_embeddings.weight = nn.Parameter(model.tok_embeddings.weight.clone(), requires_grad=False)
-    if column_major:
-        for norm in [model.norm, *(n for layer in model.layers for n in (layer.attention_norm, layer.ffn_norm))]:
-            norm.weight = nn.Parameter(norm.weight.clone(), requires_grad=False)
-        _return_freed_memory()
+            _replace_weight(linear, restride(linear.weight))
+    if isinstance(model.output, nn.Linear):
+        tied = model.output.weight is model.tok_embeddings.weight
+        _replace_weight(model.output, restride(model.output.weight))
+        if tied:  # keep one tensor: the embedding lookup reads one (strided) row per token, which costs nothing
+            model.tok_embeddings.weight = model.output.weight
+    if not column_major:
+        model.residual_dtype = torch.float32
+    norms = [model.norm, *(n for layer in model.layers for n in (layer.attention_norm, layer.ffn_norm))]
+    for norm in norms:
+        # fp32 norms under an fp32 stream: one fused kernel; a copy either way, so the file's pages can go.
+        norm.weight = nn.Parameter(norm.weight.detach().float().clone(), requires_grad=False)
+    _return_freed_memory()
     return model
 
 
