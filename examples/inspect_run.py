@@ -73,7 +73,8 @@ def main() -> int:
         prompt_ids = loaded.tokenizer.encode(args.prompt, bos=True)
         name = (loaded.model_card or {}).get("name", str(args.model))
         record = RunRecord.start(name, loaded.tokenizer, args.prompt, prompt_ids, dataclasses.asdict(params))
-        for step in generate_stream(loaded.model, loaded.tokenizer, prompt_ids, params, capture_attention=True):
+        for step in generate_stream(loaded.model, loaded.tokenizer, prompt_ids, params, capture_attention=True,
+                                    eos_ids=loaded.eos_ids):
             record.add(step)
         if not 0 <= args.step < len(record.steps):
             raise ParameterError("--step", f"a generated token in [0, {len(record.steps) - 1}]", args.step)

@@ -89,7 +89,7 @@ def main() -> int:
             print("\nno tokenizer beside the weights, so no completion; put the model's tokenizer.model, tokenizer.json or tokenizer.bin there")
             return 0
         print(f"\ngreedy: {args.prompt}", end="", flush=True)
-        for step in generate_stream(loaded.model, loaded.tokenizer, args.prompt, params):
+        for step in generate_stream(loaded.model, loaded.tokenizer, args.prompt, params, eos_ids=loaded.eos_ids):
             print(step.text, end="", flush=True)
         print()
     except (CheckpointError, ParameterError, TokenizerError) as error:

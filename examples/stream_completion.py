@@ -51,7 +51,7 @@ def main() -> int:
         prompt = apply_template(args.template, args.prompt)
         print(prompt, end="", flush=True)
         steps = []
-        for step in generate_stream(loaded.model, loaded.tokenizer, prompt, params):
+        for step in generate_stream(loaded.model, loaded.tokenizer, prompt, params, eos_ids=loaded.eos_ids):
             print(step.text, end="", flush=True)
             steps.append(step)
     except (CheckpointError, ParameterError, TokenizerError) as error:
