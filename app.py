@@ -110,10 +110,11 @@ def build_app(registry: ModelRegistry, limiter: RateLimiter | None = None) -> gr
                                         elem_id="report-upload")
                 replay_button = gr.Button("Replay it", elem_id="replay")
             replay_result = gr.Markdown(elem_id="replay-result")
-        with gr.Tab("Attention"):
+        with gr.Tab("Attention", elem_id="attention-tab"):
             with gr.Row():
-                layer = gr.Slider(0, 1, value=0, step=1, label="Layer")
-                head = gr.Dropdown(["mean"], value="mean", label="Head (or the mean over heads)")
+                layer = gr.Slider(0, 1, value=0, step=1, label="Layer", elem_id="attention-layer")
+                head = gr.Dropdown(["mean"], value="mean", label="Head (or the mean over heads)",
+                                   elem_id="attention-head")
             attention_plot = gr.Plot(label="Attention map", elem_id="attention")
             heads_plot = gr.Plot(label="All heads of the layer", elem_id="heads")
         with gr.Tab("Logit lens"):
