@@ -136,3 +136,53 @@ def write_llamacpp_gguf(model: LlamaForCausalLM, path: Path, matrix_type: QType 
         writer.write_tensors_to_file()
         writer.close()
     return files
+
+
+def bpe_vocabulary(tokenizer_json: Path, pre: str, *, bos: str | None, eos: str | None, eot: str | None = None,
+                   add_bos: bool | None = None, chat_template: str | None = None):
+    """`vocabulary(writer)` for a byte-level tokenizer.json, as convert_hf_to_gguf.py's `_set_vocab_gpt2` writes it:
+    tokens by id, special added tokens CONTROL, other added tokens USER_DEFINED, merges as 'left right'."""
+    import json
+
+    spec = json.loads(Path(tokenizer_json).read_text(encoding="utf-8"))
+    vocab = dict(spec["model"]["vocab"])
+    added = {t["id"]: t for t in spec.get("added_tokens", [])}
+    vocab.update({t["content"]: i for i, t in added.items()})
+    tokens = [None] * (max(vocab.values()) + 1)
+    for text, token_id in vocab.items():
+        tokens[token_id] = text
+    types = [gguf.TokenType.CONTROL if added.get(i, {}).get("special") else
+             gguf.TokenType.USER_DEFINED if i in added else gguf.TokenType.NORMAL for i in range(len(tokens))]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in spec["model"]["merges"]]
+
+    def write(writer: gguf.GGUFWriter) -> None:
+        writer.add_tokenizer_model("gpt2")
+        writer.add_tokenizer_pre(pre)
+        writer.add_token_list([t if t is not None else f"[PAD{i}]" for i, t in enumerate(tokens)])
+        writer.add_token_types(types)
+        writer.add_token_merges(merges)
+        for add, text in ((writer.add_bos_token_id, bos), (writer.add_eos_token_id, eos),
+                          (writer.add_eot_token_id, eot)):
+            if text is not None:
+                add(vocab[text])
+        if add_bos is not None:
+            writer.add_add_bos_token(add_bos)
+        if chat_template is not None:
+            writer.add_chat_template(chat_template)
+
+    return write
+
+
+def vocabulary_only_gguf(path: Path, vocabulary) -> Path:
+    """A GGUF holding only a vocabulary and llama hyper-parameters, as llama.cpp's models/ggml-vocab-*.gguf are."""
+    writer = gguf.GGUFWriter(path, "llama")
+    for key, value in (("llama.block_count", 1), ("llama.context_length", 64), ("llama.embedding_length", 64),
+                       ("llama.feed_forward_length", 64), ("llama.attention.head_count", 4)):
+        writer.add_uint32(key, value)
+    writer.add_float32("llama.attention.layer_norm_rms_epsilon", 1e-5)
+    vocabulary(writer)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
