@@ -16,13 +16,14 @@ from pathlib import Path
 import psutil
 
 from llama_core import CheckpointError, LoadedModel, detect_format, load_checkpoint, parameter_count, preset
+from llama_core.gguf_file import is_later_split_part
 from llama_core.loading import estimate_checkpoint_bytes, format_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED_DIR = REPO / "models"
 PRESET_MODELS = {"LLaMA-7B": "llama-7b", "LLaMA-13B": "llama-13b", "LLaMA-33B": "llama-33b", "LLaMA-65B": "llama-65b"}
 KEEP_LOADED_BYTES = 2 * 1024**3  # small models stay loaded for instant switching; big ones are swapped
-WEIGHT_SUFFIXES = (".bin", ".pth", ".pt", ".safetensors")
+WEIGHT_SUFFIXES = (".bin", ".pth", ".pt", ".safetensors", ".gguf")
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ def _params_label(n: int) -> str:
 
 
 def _describe_local(path: Path, kind: str) -> ModelChoice | None:
+    if is_later_split_part(path):
+        return None  # a split GGUF is offered once, by its first part
     try:
         detect_format(path)
     except CheckpointError:
