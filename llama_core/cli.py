@@ -10,6 +10,7 @@ import sys
 from .config import parameter_count
 from .errors import CheckpointError, ParameterError, TokenizerError
 from .generation import GenerationError, StopReason, generate_stream
+from .kernels.quantized_model import QUANTIZE_CHOICES
 from .sampling import SamplingParams
 from .templates import TEMPLATES, apply_template
 
@@ -22,8 +23,9 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device-map", default=None,
                         help="'auto' to spread a model larger than memory over CPU and disk with accelerate")
     parser.add_argument("--offload-dir", default=None, help="where layers offloaded to disk are kept")
-    parser.add_argument("--quantize", default=None, choices=["int8"],
-                        help="weight-only int8 projections for faster CPU decode (see README, Speed)")
+    parser.add_argument("--quantize", default=None, choices=QUANTIZE_CHOICES,
+                        help="weight-only int8 or int4 projections for faster CPU decode; int4-gN: N inputs per "
+                             "scale (int4 = int4-g32). Default: a GGUF file's quantized tensors stay quantized")
     parser.add_argument("--context", type=int, default=None,
                         help="context length to run with (≥ 16; default: the checkpoint's own)")
 
@@ -182,6 +184,8 @@ def run_info(args) -> int:
         "config": loaded.args.to_dict(),
         "parameters": parameter_count(loaded.args),
         "dtype": str(loaded.dtype).removeprefix("torch."),
+        "kernels": loaded.kernels.describe() if loaded.kernels else None,
+        "kernel_probe_gbs": loaded.kernels.speeds.gbs if loaded.kernels and loaded.kernels.speeds else None,
         "bytes": loaded.n_bytes,
         "context_length": loaded.context_length,
         "trained_context_length": loaded.trained_context_length,

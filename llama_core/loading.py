@@ -29,7 +29,13 @@ from .formats.llama2c import load_llama2c, read_header
 from .formats.meta import load_meta_checkpoint, shard_files, vocab_from_tokenizer
 from .formats.tensor_checks import check_finite, check_names_and_shapes, untie
 from .formats.tensor_files import CheckpointTensors, file_signature, read_json, stored_bytes
-from .kernels.int8 import quantize_int8
+from .formats.gguf_tensors import QuantizedTensor
+from .kernels.dtype_choice import NAMES, KernelChoice, choose_dtype, fits_fp16_exactly
+from .kernels.page_release import release_file_pages
+from .kernels.probe import KernelSpeeds, probe_kernels
+from .kernels.quantized_model import (
+    install_gguf_modules, is_projection, parse_quantize, placeholder, quantize_model, weights_label,
+)
 from .kernels.weight_layout import prepare_for_inference
 from .model import Transformer
 from .tokenizer import Tokenizer, find_tokenizer_files, load_tokenizer
@@ -64,6 +70,7 @@ class LoadedModel:
     context_length: int = 0  # positions the model runs with (args.max_seq_len)
     trained_context_length: int = 0  # positions the checkpoint was trained on
     chat_template: str | None = None  # the tokenizer's Jinja chat template, when it ships one
+    kernels: KernelChoice | None = None  # how the weights are held and multiplied, and why (None off the CPU)
 
     def __post_init__(self) -> None:
         # Defaults for instances built by hand (tests, tools): what the model and tokenizer say themselves.
@@ -131,12 +138,15 @@ def load_checkpoint(
     reported is about the model itself.
 
     Args:
-        dtype: "auto" keeps the checkpoint's own dtype, but upcasts 16-bit weights to fp32 on the CPU when
-            they fit in half the available memory (see `_auto_dtype`); otherwise fp32/bf16/fp16.
+        dtype: "auto" keeps the checkpoint's precision: on the CPU, the dtype among those that hold every
+            stored weight exactly whose kernel this machine runs fastest (`kernels/dtype_choice.py`, measured
+            by `kernels/probe.py`); otherwise fp32/bf16/fp16, as asked.
         device_map: None keeps the model on the CPU; a device name ("cuda:0") moves it there; "auto"
             or an accelerate device map ({"layers.0": "cpu", "layers.1": "disk", ...}) dispatches it
             with accelerate, offloading to `offload_dir` whatever `max_memory` leaves no room for.
-        quantize: None, or "int8" for weight-only int8 projections (CPU only; see `kernels/int8.py`).
+        quantize: None, "int8", or "int4" ("int4-g32", "-g64", "-g128": inputs per scale; int4 = g32) for
+            weight-only quantized projections (CPU only; `kernels/`). None keeps a GGUF file's quantized
+            tensors quantized (`kernels/quantized_model.py`) unless a float dtype is asked for.
         check_memory: refuse weights larger than the free memory, from the headers, before reading
             any (callers that make room first, like the app's registry, check themselves).
         fast_layout: on the CPU, store the projections the way decode reads them fastest and fuse
@@ -145,10 +155,9 @@ def load_checkpoint(
             trained length it warns, since quality degrades there unless RoPE scaling was trained for it.
     """
     requested_dtype = _parse_dtype(dtype)
-    if quantize not in QUANTIZATIONS:
-        raise ParameterError("quantize", " or ".join(map(repr, QUANTIZATIONS)), quantize)
+    quantization = parse_quantize(quantize)
     if quantize is not None and device_map is not None:
-        raise ParameterError("quantize", "used without device_map (int8 runs on the CPU)", quantize)
+        raise ParameterError("quantize", f"used without device_map ({quantize} runs on the CPU)", quantize)
     if device_map is None and (max_memory is not None or offload_dir is not None):
         raise ParameterError("device_map", "set when max_memory or offload_dir is given", device_map)
     _check_context_length(context_length)
@@ -182,13 +191,15 @@ def load_checkpoint(
             warnings.warn(f"context_length {context_length} is above the {trained} positions {source} was trained "
                           "on; expect quality to degrade beyond them", stacklevel=2)
         args = args.replace(max_seq_len=context_length)
-    model = _build_model(args, tensors, checkpoint, requested_dtype, upcast_16bit=device_map is None)
+    speeds = probe_kernels() if device_map is None else None
+    model, reason = _build_model(args, tensors, checkpoint, requested_dtype, speeds, quantization)
     loaded_dtype = model.tok_embeddings.weight.dtype
-    n_params = sum(p.numel() for p in model.parameters())  # tied weights count once
-    if quantize == "int8":
-        model = quantize_int8(model)
-    elif device_map is None and fast_layout:
+    n_params = parameter_count(args)
+    if quantization is not None:
+        model = quantize_model(model, quantization)
+    if device_map is None and fast_layout:
         model = prepare_for_inference(model)
+    kernels = _kernel_choice(model, tensors, reason, speeds) if device_map is None else None
     n_bytes = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
     if device_map is not None:
         model = _dispatch(model, device_map, max_memory, offload_dir)
@@ -197,7 +208,7 @@ def load_checkpoint(
         model, tokenizer, fmt, str(source), path, args, loaded_dtype, n_params, n_bytes, card,
         eos_ids=tuple(i for i in eos_ids if i < args.vocab_size), generation_defaults=defaults,
         context_length=args.max_seq_len, trained_context_length=trained,
-        chat_template=getattr(tokenizer, "chat_template", None),
+        chat_template=getattr(tokenizer, "chat_template", None), kernels=kernels,
     )
 
 
@@ -255,7 +266,6 @@ def _check_vocabulary(tokenizer: Tokenizer, tokenizer_path: Path, args: ModelArg
             stacklevel=3)
 
 
-QUANTIZATIONS = (None, "int8")
 
 
 def format_bytes(n_bytes: int) -> str:
@@ -272,21 +282,60 @@ def _check_fits_in_memory(path: Path) -> None:
             "layers to disk")
 
 
-def _build_model(args: ModelArgs, tensors: dict[str, Tensor], checkpoint: CheckpointTensors,
-                 dtype: torch.dtype | None, upcast_16bit: bool) -> Transformer:
-    """An eval-mode model holding the (already checked) tensors, converted to `dtype` unless None."""
+def _build_model(args: ModelArgs, tensors: dict, checkpoint: CheckpointTensors, dtype: torch.dtype | None,
+                 speeds: KernelSpeeds | None, quantization: tuple[str, int] | None) -> tuple[Transformer, str]:
+    """An eval-mode model holding the (already checked) tensors, and why its weights have their dtype.
+
+    Float tensors are converted to `dtype` (None: `_float_dtype` decides), one at a time, each giving back
+    its file pages once copied. A GGUF file's quantized projections go onto the int4/int8 kernels instead,
+    unless a float dtype was asked for without `quantize`."""
     with torch.device("meta"):
         model = Transformer(args)
-    dtype = dtype or _auto_dtype(checkpoint, upcast_16bit)
-    tensors = {name: t.to(dtype) for name, t in tensors.items()}  # no copy when already in dtype
-    check_finite(tensors, checkpoint.origins)
-    if args.tie_embeddings:
-        tensors["output.weight"] = tensors["tok_embeddings.weight"]
-    model.load_state_dict(tensors, strict=True, assign=True)
-    if args.tie_embeddings:  # assign=True wraps each name in its own Parameter; share one again
+    keep_blocks = quantization is not None or dtype is None
+    quantized = {n: t for n, t in tensors.items() if keep_blocks and isinstance(t, QuantizedTensor) and is_projection(n)}
+    embeddings = tensors["tok_embeddings.weight"]
+    if args.tie_embeddings and keep_blocks and isinstance(embeddings, QuantizedTensor):
+        quantized["output.weight"] = embeddings  # the head multiplies by the file's blocks; the lookup reads fp32 rows
+    floats = {n: t for n, t in tensors.items() if n not in quantized}
+    dtype, reason = _float_dtype(floats, checkpoint, dtype, speeds, bool(quantized) or quantization is not None)
+    converted = {}
+    for name, t in floats.items():
+        converted[name] = t.to(dtype)  # a copy unless already in dtype: then its file pages can go
+        release_file_pages(t.raw if isinstance(t, QuantizedTensor) else t, converted[name])
+    check_finite(converted, checkpoint.origins)
+    tied = args.tie_embeddings and "output.weight" not in quantized
+    if tied:
+        converted["output.weight"] = converted["tok_embeddings.weight"]
+    converted.update({name: placeholder(t) for name, t in quantized.items()})
+    model.load_state_dict(converted, strict=True, assign=True)
+    if tied:  # assign=True wraps each name in its own Parameter; share one again
         model.output.weight = model.tok_embeddings.weight
+    install_gguf_modules(model, quantized, quantization)
+    for t in quantized.values():
+        release_file_pages(t.raw)
     model.reset_rope()
-    return model.eval().requires_grad_(False)
+    return model.eval().requires_grad_(False), reason
+
+
+def _float_dtype(tensors: dict, checkpoint: CheckpointTensors, requested: torch.dtype | None,
+                 speeds: KernelSpeeds | None, quantized: bool) -> tuple[torch.dtype, str]:
+    """The dtype of the float weights and why (`kernels/dtype_choice.py`). Beside quantized projections
+    only the embeddings and norms are float: they keep their stored dtype, as no kernel speed is at stake."""
+    stored = _checkpoint_dtype(checkpoint.tensors["tok_embeddings.weight"], checkpoint.origins)
+    if quantized:
+        # Embeddings stored as blocks decode to fp32 exactly (ggml decodes in fp32).
+        blocks = isinstance(checkpoint.tensors["tok_embeddings.weight"], QuantizedTensor)
+        dtype = requested or (torch.float32 if blocks else stored)
+        return dtype, f"quantized projections; embeddings and norms {NAMES[dtype]}"
+    fp32_fits = 4 * parameter_count(checkpoint.args) < psutil.virtual_memory().available / 2
+    matrices = [t for n, t in tensors.items() if is_projection(n) or n == "tok_embeddings.weight"]
+    return choose_dtype(stored, requested, speeds, fp32_fits, lambda: fits_fp16_exactly(matrices))
+
+
+def _kernel_choice(model: Transformer, tensors: dict, reason: str, speeds: KernelSpeeds | None) -> KernelChoice:
+    kinds = {n: t.kind for n, t in tensors.items() if isinstance(t, QuantizedTensor) and is_projection(n)}
+    residual = model.residual_dtype or model.tok_embeddings.weight.dtype
+    return KernelChoice(weights_label(model, kinds), NAMES[residual], reason, speeds)
 
 
 def _parse_dtype(dtype: torch.dtype | str) -> torch.dtype | None:
@@ -307,18 +356,6 @@ def _checkpoint_dtype(embeddings: Tensor, origins: dict[str, str]) -> torch.dtyp
             "pass dtype='fp32', 'bf16' or 'fp16' to convert them"
         )
     return embeddings.dtype
-
-
-def _auto_dtype(checkpoint: CheckpointTensors, upcast_16bit: bool) -> torch.dtype:
-    """The checkpoint's own dtype, except that 16-bit weights kept on the CPU are upcast to fp32
-    when that fits in half the available memory: PyTorch's CPU bf16/fp16 matmuls are several times
-    slower than fp32 on CPUs without native bf16 instructions (6x for the bundled 16M model's
-    decode on the 2-core AVX2 machine we test on)."""
-    stored = _checkpoint_dtype(checkpoint.tensors["tok_embeddings.weight"], checkpoint.origins)
-    if stored == torch.float32 or not upcast_16bit:
-        return stored
-    fits = 4 * parameter_count(checkpoint.args) < psutil.virtual_memory().available / 2
-    return torch.float32 if fits else stored
 
 
 def _find_tokenizer(folder: Path, fmt: str, checkpoint: CheckpointTensors | None = None) -> Path | None:

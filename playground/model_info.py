@@ -57,6 +57,9 @@ def model_info(registry: ModelRegistry, label: str) -> str:
     sampling = (" · sampling defaults from the checkpoint's generation_config.json: "
                 + ", ".join(f"{name} {value:g}" for name, value in defaults.items()) if defaults else "")
     chat = " · its own chat template" if loaded.tokenizer is not None and model_template(loaded.tokenizer) else ""
+    # How the weights are held and why, with the kernel probe's GB/s (llama_core/kernels/dtype_choice.py).
+    kernels = getattr(loaded, "kernels", None)
+    weights = kernels.describe() if kernels else str(loaded.dtype).removeprefix("torch.")
     return (f"**{label}** · {parameter_count(a) / 1e6:,.1f}M parameters · {loaded.format} · "
-            f"{str(loaded.dtype).removeprefix('torch.')} · {loaded.n_bytes / 2**20:,.1f} MiB · "
+            f"{weights} · {loaded.n_bytes / 2**20:,.1f} MiB · "
             f"dim {a.dim}, {a.n_layers} layers, {a.n_heads} heads{gqa}, {context}{trained}{chat}{sampling}")

@@ -111,12 +111,29 @@ def test_bf16_request_gives_bf16_parameters(make_checkpoint, references):
     assert_matches(loaded, references["gqa"], atol=0.1)
 
 
-def test_auto_dtype_upcasts_16_bit_weights_on_the_cpu_when_they_fit(tmp_path, monkeypatch):
+def machine(fp32: float, bf16: float, fp16: float, cpu_share: float = 1.0):
+    """A kernel probe's result for an imagined machine (GB/s per kernel)."""
+    from llama_core.kernels.probe import KernelSpeeds
+
+    return lambda: KernelSpeeds("test CPU", "AVX2", 2, torch.__version__, {"fp32": fp32, "bf16": bf16, "fp16": fp16},
+                                cpu_share)
+
+
+def test_auto_dtype_takes_the_fastest_exact_dtype_by_the_kernel_probe(tmp_path, monkeypatch):
     tiny_reference("gqa").model.to(torch.float16).save_pretrained(tmp_path)
-    assert load_checkpoint(tmp_path).dtype == torch.float32  # tiny: fp32 fits, and is faster on a CPU
+    # The AVX2 machine: fp32 reads 4 bytes a weight at 25 GB/s (6.2 G weights/s), fp16 2 bytes at 4 GB/s.
+    monkeypatch.setattr("llama_core.loading.probe_kernels", machine(25, 4, 4))
+    loaded = load_checkpoint(tmp_path)
+    assert loaded.dtype == torch.float32 and "exact for fp16 weights" in loaded.kernels.reason
     assert load_checkpoint(tmp_path, dtype="fp16").dtype == torch.float16  # an explicit dtype is kept
+    # A machine with fast 16-bit kernels keeps the fp16 weights; bf16 would round them, so it is never chosen.
+    monkeypatch.setattr("llama_core.loading.probe_kernels", machine(20, 60, 40))
+    assert load_checkpoint(tmp_path).dtype == torch.float16
+    # A probe taken while other processes held the cores decides nothing: the checkpoint's own dtype.
+    monkeypatch.setattr("llama_core.loading.probe_kernels", machine(25, 4, 4, cpu_share=0.3))
+    assert load_checkpoint(tmp_path).kernels.reason.endswith("the kernel probe ran on a busy machine")
     # A model whose fp32 copy would not fit in half the free memory stays in its own dtype.
-    # Memory for the fp16 file (or an fp32 file) to load, but not twice the fp32 size that upcasting needs.
+    monkeypatch.setattr("llama_core.loading.probe_kernels", machine(25, 4, 4))
     stored = sum(p.stat().st_size for p in tmp_path.glob("*.safetensors"))
     monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(available=stored * 3))
     assert load_checkpoint(tmp_path).dtype == torch.float16

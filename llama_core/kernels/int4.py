@@ -22,19 +22,13 @@ from torch import Tensor, nn
 
 from ..errors import ParameterError
 from ..model import Transformer
-from .int8 import PROJECTIONS, quantize_output_int8
+from .int8 import PROJECTIONS, _bf16_at_least, quantize_output_int8
 from .page_release import release_file_pages
 
 GROUP_SIZES = (32, 64, 128)  # the kernel also takes 256; the issue asks for these
 DEFAULT_GROUP_SIZE = 32  # llama.cpp's Q4_0 block: the most accurate, and as fast here as 128
 _INNER_K_TILES = 2  # tinygemm's tiling argument; the CPU packing accepts it and ignores it
 _READBACK_ROWS = 512  # identity rows per kernel call when codes are read back (bounds the temporary)
-
-
-def _bf16_at_least(x: Tensor) -> Tensor:
-    """The smallest bf16 ≥ x, for x ≥ 0 in fp32: round the fp32 bit pattern up to a multiple of 2**16."""
-    bits = (x.float().contiguous().view(torch.int32) + 0xFFFF) & -0x10000
-    return bits.view(torch.float32).to(torch.bfloat16)  # exact: the low 16 bits are zero
 
 
 def quantize_groups(weight: Tensor, group_size: int) -> tuple[Tensor, Tensor, Tensor]:

@@ -20,15 +20,23 @@ from ..model import Transformer
 from .page_release import release_file_pages
 
 
+def _bf16_at_least(x: Tensor) -> Tensor:
+    """The smallest bf16 ≥ x, for x ≥ 0 in fp32: round the fp32 bit pattern up to a multiple of 2**16."""
+    bits = (x.float().contiguous().view(torch.int32) + 0xFFFF) & -0x10000
+    return bits.view(torch.float32).to(torch.bfloat16)  # exact: the low 16 bits are zero
+
+
 class Int8Linear(nn.Module):
     """y = x @ (scale · q)ᵀ with q int8 (out, in) and one scale per output row."""
 
     def __init__(self, weight: Tensor):
         super().__init__()
         weight = weight.detach().float()
-        scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127  # an all-zero row stays exactly zero
-        self.register_buffer("qweight", torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8))
-        self.register_buffer("scale", scale.to(torch.bfloat16))
+        # The scale is rounded to the kernel's bf16 first (upwards, so that absmax still fits in ±127), and the
+        # codes are taken with the rounded scale: every weight then lies within half a step of its value.
+        scale = _bf16_at_least(weight.abs().amax(dim=1).clamp(min=1e-30) / 127)  # an all-zero row stays zero
+        self.register_buffer("qweight", torch.round(weight / scale.float()[:, None]).clamp(-127, 127).to(torch.int8))
+        self.register_buffer("scale", scale)
         self.in_features, self.out_features = weight.shape[1], weight.shape[0]
 
     @property
