@@ -39,9 +39,12 @@ def test_card_states_budget_n_d_and_the_grid_run_it_repeats(member):
     assert same["budget_flops"] == BUDGET_FLOPS and same["grid_size"] == member.size
     grid = grid_run(member.size)
     assert same["grid_run"]["val_loss"] == round(grid["val_loss"], 4) and same["grid_run"]["tokens"] == c["tokens_seen"]
-    # An independent repeat of the grid's run (another device, other kernels, same data and seed): the
-    # loss lands near the grid's, within what run-to-run noise of these short runs allows (~0.1 nats).
-    assert c["val_loss_as_shipped"] == pytest.approx(grid["val_loss"], abs=0.1)
+    # An independent repeat of the grid's run: same seed, batches and fp32 arithmetic, other device and
+    # kernels (CPU here, CUDA for the grid), so only summation order differs; that moved the final loss
+    # by < 1e-4 for these runs. 0.01 leaves room for other kernels, and is far below the 0.7 nats that
+    # separate the pair. Rounding the weights to bf16 moved the loss by ~1e-4 too.
+    assert c["val_loss"] == pytest.approx(grid["val_loss"], abs=0.01)
+    assert c["val_loss_as_shipped"] == pytest.approx(c["val_loss"], abs=0.01)
 
 
 def test_all_members_used_the_same_compute_to_one_percent():
