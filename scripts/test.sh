@@ -33,6 +33,8 @@ if ! have_browser && command -v apt-get >/dev/null; then
   fi
 fi
 
+# llama-cpp-python compiles llama.cpp (minutes on 2 cores); its multimodal library is not needed here.
+export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}"
 python3 -m pip install -q -r requirements-dev.txt
 
 # Which kernels this run exercises: results may differ in the last bits between CPU kinds, so the
