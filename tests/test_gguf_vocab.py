@@ -46,6 +46,8 @@ def test_the_gguf_vocabulary_is_metas_sentencepiece_model(llama_spm):
     assert all(llama_spm.token_bytes(i) == meta.token_bytes(i) for i in range(32000))
     assert [llama_spm.is_special(i) for i in range(4)] == [True, True, True, False] and llama_spm.is_byte(3)
     assert llama_spm.encode("<s>[INST] hi [/INST]", bos=False)[0] == 1  # a typed <s> is BOS, as elsewhere
+    # llama.cpp puts the dummy-prefix space after a special token too: "<s> not" is <s> ▁ ▁not.
+    assert llama_spm.encode("<s> not", bos=False) == [1, 29871, 451]
     assert llama_spm.eos_ids == (2,) and llama_spm.chat_template is None
 
 

@@ -123,6 +123,9 @@ def _sentencepiece(path: Path, meta: dict, tokens: list[str], types: list[int], 
                   + proto_field(5, 1))  # escape_whitespaces: spaces as '▁'
     if config.add_bos_token is None:
         config.add_bos_token = True  # llama.cpp's default for SentencePiece vocabularies
+    # llama.cpp puts the dummy-prefix space before every stretch of text after a special token too
+    # (llama-vocab.cpp: `add_space_prefix && is_prev_special`), which is transformers' legacy behaviour.
+    config.legacy = True
     return SentencePieceTokenizer(body + proto_field(2, trainer) + proto_field(3, normalizer), path, config,
                                   kind="gguf")
 
