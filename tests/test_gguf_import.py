@@ -14,8 +14,9 @@ import pytest
 import torch
 from checkpoint_fixtures import make_checkpoint, references  # noqa: F401 (fixtures)
 from gguf import GGMLQuantizationType as QType
-from gguf_fixtures import reference_with_stored_weights, write_llamacpp_gguf
+from gguf_fixtures import bpe_vocabulary, reference_with_stored_weights, write_llamacpp_gguf
 from numerics import FP32_REORDER, FP32_VS_REFERENCE, assert_close_to_scale
+from tokenizer_fixtures import LLAMA3_TEMPLATE, write_llama3_hf
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from llama_core import detect_format, load_checkpoint
@@ -134,3 +135,17 @@ def test_a_folder_with_one_model_loads_and_with_two_names_both(tmp_path):
     with pytest.raises(CheckpointError, match=r"holds 2 GGUF models \(a-f16\.gguf, b-q8_0\.gguf\); pass the file"):
         load_checkpoint(folder)
     assert load_checkpoint(first).format == "gguf"
+
+
+def test_vocabulary_chat_template_and_stop_ids_come_from_the_file(tmp_path):
+    info = write_llama3_hf(tmp_path / "llama3")
+    vocabulary = bpe_vocabulary(tmp_path / "llama3" / "tokenizer.json", "llama-bpe", bos="<|begin_of_text|>",
+                                eos="<|eot_id|>", eot="<|eot_id|>", chat_template=LLAMA3_TEMPLATE)
+    (path,) = write_llamacpp_gguf(hf_model(vocab_size=info["vocab_size"]), tmp_path / "m.gguf",
+                                  vocabulary=vocabulary)
+    loaded = load_checkpoint(path)
+    assert (loaded.tokenizer.kind, loaded.tokenizer.path, loaded.chat_template) == ("gguf", path, LLAMA3_TEMPLATE)
+    end_of_text = loaded.tokenizer.token_to_id("<|end_of_text|>")
+    assert set(loaded.eos_ids) == {info["eot_id"], info["eom_id"], end_of_text}  # llama.cpp's stop set
+    assert loaded.tokenizer.encode("Hi")[0] == info["bos_id"]
+    assert (loaded.context_length, loaded.trained_context_length) == (64, 64)
