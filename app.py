@@ -9,16 +9,20 @@ from pathlib import Path
 import gradio as gr
 from starlette.middleware import Middleware
 
+from llama_core.attention_figures import SINK_NOTE
 from llama_core.loading import MAX_CONTEXT, MIN_CONTEXT
 from llama_core.published import BENCHMARKS, published_models
 from llama_core.scaling_figures import params_vs_benchmark_figure, tokens_per_param_figure
 from llama_core.templates import TEMPLATES
 from playground.access import LocalOriginGuard, LoginThrottle, QueueAdmission, RateLimiter, parse_auth
+from playground.attention_handlers import NO_RUN, make_attention_handlers
+from playground.branch_handlers import make_branch_handlers
 from playground.chat_handlers import make_chat_handlers
 from playground.controls import MAX_PROMPT_CHARS, SLIDERS
 from playground.dependency_floors import require_dependency_floors
 from playground.handlers import make_handlers
 from playground.insights import make_insight_handlers
+from playground.page_assets import CSS, JS
 from playground.registry import BUNDLED_DIR, ModelRegistry, discover
 from playground.same_compute import button_label, make_same_compute_handler
 from playground.scaling_panel import our_experiment_figures, our_models_plot, scaling_story_markdown
@@ -31,7 +35,6 @@ element.addEventListener('click', (event) => {
   if (token) trigger('click', {index: Number(token.dataset.index)});
 });
 """
-CSS = ".tok { cursor: pointer; border-radius: 3px; padding: 0 1px; } .tok:hover { outline: 1px solid #555; }"
 PUBLIC_RATE_LIMIT = 10  # generations a minute per client, by default on share links and Spaces
 FAILED_LOGINS_PER_MINUTE = 5
 
@@ -44,6 +47,8 @@ def slider(name: str) -> gr.Slider:
 def build_app(registry: ModelRegistry, limiter: RateLimiter | None = None) -> gr.Blocks:
     handlers = make_handlers(registry, limiter)
     insights = make_insight_handlers(registry)
+    attention = make_attention_handlers(registry)
+    branching = make_branch_handlers(registry)
     chat = make_chat_handlers(registry, handlers)
     runnable = [label for label, choice in registry.choices.items() if choice.source is not None]
     with gr.Blocks(title="LLaMA Playground") as demo:
@@ -83,7 +88,7 @@ def build_app(registry: ModelRegistry, limiter: RateLimiter | None = None) -> gr
         with gr.Tab("Token probabilities"):
             gr.Markdown("Each generated token is coloured by the probability the model gave it (red = unlikely, "
                         "green = likely); hover for numbers, click a token to see what else the model considered.")
-            token_view = gr.HTML(js_on_load=TOKEN_CLICK_JS, css_template=CSS, elem_id="token-view")
+            token_view = gr.HTML(js_on_load=TOKEN_CLICK_JS, elem_id="token-view")
             alternatives_plot = gr.Plot(label="Alternatives at the selected step", elem_id="alternatives")
             probability_plot = gr.Plot(label="Probability and entropy", elem_id="probability")
             gr.Markdown("### Sampler pipeline at the selected step\nThe next-token distribution after each stage, "
@@ -111,12 +116,19 @@ def build_app(registry: ModelRegistry, limiter: RateLimiter | None = None) -> gr
                 replay_button = gr.Button("Replay it", elem_id="replay")
             replay_result = gr.Markdown(elem_id="replay-result")
         with gr.Tab("Attention", elem_id="attention-tab"):
+            gr.Markdown("Where each token looks when the model reads it. Click a token in the text to make it the "
+                        "query: the text is shaded by its attention and the head view draws a line to every token "
+                        f"it attends to, one colour per head. {SINK_NOTE}")
+            attention_empty = gr.Markdown(NO_RUN, elem_id="attention-empty", elem_classes="empty-note")
             with gr.Row():
                 layer = gr.Slider(0, 1, value=0, step=1, label="Layer", elem_id="attention-layer")
                 head = gr.Dropdown(["mean"], value="mean", label="Head (or the mean over heads)",
                                    elem_id="attention-head")
-            attention_plot = gr.Plot(label="Attention map", elem_id="attention")
-            heads_plot = gr.Plot(label="All heads of the layer", elem_id="heads")
+            attention_query = gr.State(0)
+            attention_text = gr.HTML(js_on_load=TOKEN_CLICK_JS, elem_id="attention-text", visible=False)
+            head_view_plot = gr.Plot(label="Head view", elem_id="head-view", visible=False)
+            attention_plot = gr.Plot(label="Attention map", elem_id="attention", visible=False)
+            heads_plot = gr.Plot(label="All heads of the layer", elem_id="heads", visible=False)
         with gr.Tab("Logit lens"):
             gr.Markdown("The model's next-token guess read out of the residual stream after every layer (through "
                         "the final norm and output matrix), for the last run's tokens. The last row is the model's "
@@ -179,15 +191,15 @@ def build_app(registry: ModelRegistry, limiter: RateLimiter | None = None) -> gr
         # --- wiring ---------------------------------------------------------------------------------
         controls = [template, system, temperature, top_k, top_p, min_p, repetition_penalty, presence_penalty,
                     frequency_penalty, max_new_tokens, seed, stop, capture]
-        run_outputs = [output, status, run_state, token_view, alternatives_plot, probability_plot, attention_plot,
-                       heads_plot, selected_step, layer, head]
+        run_outputs = [output, status, run_state, token_view, alternatives_plot, probability_plot, selected_step]
         # preprocess=False: values reach the validator as sent, so its checks (not Gradio's, which let
         # NaN through and name no parameter) answer a bad request, before it joins the queue.
         generation = generate_button.click(
             handlers["generate"], [model, prompt, *controls], run_outputs, validator=handlers["validate_stream"],
             preprocess=False, concurrency_id="model", concurrency_limit=1, api_name="stream",
         )
-        stop_button.click(handlers["stop"], run_state, run_outputs, cancels=[generation], api_visibility="private")
+        stopped = stop_button.click(handlers["stop"], run_state, run_outputs, cancels=[generation],
+                                    api_visibility="private")
         switch = model.change(handlers["switch_model"], [model, max_new_tokens], [model_info, max_new_tokens],
                               concurrency_id="model", api_name="load_model")
         # A model that fails to load leaves the menu on the model this session still has.
@@ -201,27 +213,39 @@ def build_app(registry: ModelRegistry, limiter: RateLimiter | None = None) -> gr
             handlers["model_sampling_defaults"], model, model_defaults, api_visibility="private")
         token_view.click(handlers["select_token"], run_state, [token_view, alternatives_plot, selected_step],
                          api_visibility="private")
-        for control in (layer, head):
-            control.change(handlers["redraw_attention"], [run_state, layer, head], [attention_plot, heads_plot],
-                           api_visibility="private")
+        attention_view = [run_state, layer, head, attention_query]
+        layer.input(attention["redraw_layer"], attention_view, [attention_text, head_view_plot, attention_plot,
+                                                                heads_plot], trigger_mode="always_last",
+                    api_visibility="private")
+        head.input(attention["redraw_head"], attention_view, [attention_text, attention_plot],
+                   trigger_mode="always_last", api_visibility="private")
+        attention_text.click(attention["select_query"], [run_state, layer, head],
+                             [attention_query, attention_text, head_view_plot], api_visibility="private")
         # --- the views beyond a plain playground (playground/insights.py) ---------------------------
         private = {"api_visibility": "private"}
         model_job = {"concurrency_id": "model", **private}  # these run the model: one job at a time with the rest
 
-        def after_run(event):  # after every run, of the Generate tab or the Chat tab
+        attention_panels = [layer, head, attention_query, attention_empty, attention_text, head_view_plot,
+                            attention_plot, heads_plot]
+
+        def after_run(event):  # after every run, of the Generate tab or the Chat tab (and after a Stop)
+            event.then(attention["after_run"], run_state, attention_panels, **private)
             event.then(handlers["record_speed"], [run_state, speeds], [speeds, our_models], **private)
             event.then(insights["pipeline"], [run_state, selected_step], [pipeline_plot, branch_token], **private)
-            event.then(lambda: (None, gr.update(choices=[], value=None)), None, [branches, branch_menu], **private)
+            event.then(lambda: (None, gr.update(choices=[], value=None), "", None), None,
+                       [branches, branch_menu, branch_text, branch_plot], **private)
 
         after_run(generation)
+        after_run(stopped)
         chat_tab.wire(chat_ui, demo, chat, model, controls[2:], run_outputs[2:], after_run)
         selected_step.change(insights["pipeline"], [run_state, selected_step], [pipeline_plot, branch_token],
                              **private)
-        branch_button.click(insights["branch"], [run_state, selected_step, branch_token, branches],
-                            [branches, branch_menu, branch_text], **model_job)
-        branch_menu.change(insights["show_branch"], [branch_menu, branches], [branch_text, branch_plot], **private)
-        export_button.click(insights["export_report"], run_state, report_files, **private)
-        replay_button.click(insights["import_report"], report_upload, replay_result, **model_job)
+        branch_button.click(branching["branch"], [run_state, selected_step, branch_token, branches],
+                            [branches, branch_menu, branch_text, branch_plot], **model_job)
+        branch_menu.input(branching["show_branch"], [branch_menu, branches, run_state], [branch_text, branch_plot],
+                          **private)
+        export_button.click(branching["export_report"], [run_state, selected_step, branches], report_files, **private)
+        replay_button.click(branching["import_report"], report_upload, replay_result, **model_job)
         lens_button.click(insights["lens"], run_state, lens_plot, **model_job)
         compare_button.click(insights["side_by_side"], [model_a, model_b, prompt, template, temperature, top_k, top_p,
                                                         min_p, max_new_tokens, seed],
@@ -291,7 +315,7 @@ def launch(demo: gr.Blocks, args: argparse.Namespace, blocked_paths: list[str], 
         "server_name": args.host, "server_port": args.port, "share": args.share and not on_space,
         "auth": [args.auth] if args.auth else None, "app_kwargs": {"middleware": middleware},
         "show_error": False, "enable_monitoring": False, "max_file_size": "1mb", "blocked_paths": blocked_paths,
-        "mcp_server": False, "ssr_mode": False, "css": CSS, "footer_links": ["api"], **overrides,
+        "mcp_server": False, "ssr_mode": False, "css": CSS, "js": JS, "footer_links": ["api"], **overrides,
     })
 
 

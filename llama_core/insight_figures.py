@@ -12,58 +12,11 @@ from plotly.subplots import make_subplots
 from .chinchilla import (
     ChinchillaPlan, InferenceAwarePlan, implied_inference_tokens, inference_aware_optimum, inference_demand_sweep,
 )
-from .logit_lens import LogitLens
+from .lens_figure import logit_lens_figure  # noqa: F401 (its own module now; callers import it here)
+from .pipeline_figure import STAGE_TITLES, pipeline_figure  # noqa: F401 (likewise)
 from .published import PublishedModel, chinchilla_law, chinchilla_loss, chinchilla_tokens_per_param, compute_optimal
-from .run_figures import CHOSEN, KEPT, REMOVED, probability_colour, visible_piece
-from .run_record import RunRecord
+from .run_figures import CHOSEN, probability_colour, visible_piece
 from .scoring import Divergence, TextScore
-
-STAGE_TITLES = {"raw": "raw logits", "penalties": "after repetition / presence / frequency penalties",
-                "temperature": "after temperature", "top_k": "after top-k", "top_p": "after top-p",
-                "min_p": "after min-p (sampled from)", "greedy": "greedy (argmax)"}
-
-
-def pipeline_figure(record: RunRecord, step_index: int) -> go.Figure:
-    """One bar chart per sampler stage, aligned over the same candidate tokens: which stage
-    removed a token (grey from there on) and which boosted or damped it (the bars' lengths)."""
-    step = record.steps[step_index]
-    labels = [f"{visible_piece(a.piece)} #{a.token_id}" for a in step.top]
-    fig = make_subplots(rows=1, cols=len(step.stages), shared_yaxes=True, horizontal_spacing=0.015,
-                        subplot_titles=[STAGE_TITLES.get(name, name) for name, _ in step.stages])
-    previous = None
-    for col, (name, probs) in enumerate(step.stages, start=1):
-        colours = [CHOSEN if a.token_id == step.token_id else (KEPT if p > 0 else REMOVED)
-                   for a, p in zip(step.top, probs)]
-        change = ["" if previous is None else (f"{p / q:.2f}×" if q > 0 and p > 0 else ("removed" if q > 0 else ""))
-                  for p, q in zip(probs, previous or probs)]
-        fig.add_bar(y=labels, x=list(probs), orientation="h", marker_color=colours, name=name, showlegend=False,
-                    text=[f"{p:.3f}" for p in probs], textposition="outside", customdata=change,
-                    hovertemplate="%{y}<br>p = %{x:.4f}<br>%{customdata}<extra>" + name + "</extra>", row=1, col=col)
-        fig.update_xaxes(range=[0, 1.25], showticklabels=False, row=1, col=col)
-        previous = probs
-    fig.update_yaxes(autorange="reversed")
-    fig.update_annotations(font_size=11)
-    fig.update_layout(template="plotly_white", height=140 + 30 * len(labels), margin=dict(l=10, r=10, t=60, b=10),
-                      title=f"Sampler pipeline at step {step_index}: chose {visible_piece(step.piece)!r}")
-    return fig
-
-
-def logit_lens_figure(lens: LogitLens, pieces: list[str], piece_of, max_positions: int = 48) -> go.Figure:
-    """Layers × positions: the top token read from the residual stream (as text in each cell),
-    coloured by its probability; `piece_of` turns a token id into its text."""
-    start = max(0, len(pieces) - max_positions)
-    columns = [f"{i}: {visible_piece(p)}" for i, p in enumerate(pieces)][start:]
-    top = [[visible_piece(piece_of(int(t))) for t in row] for row in lens.top_ids[:, start:]]
-    fig = go.Figure(go.Heatmap(z=lens.top_probs[:, start:], x=columns, y=lens.labels, colorscale="Viridis", zmin=0,
-                               zmax=1, text=top, texttemplate="%{text}", textfont={"size": 10},
-                               colorbar={"title": "p(top)"},
-                               hovertemplate="%{y}, position %{x}<br>top: %{text} (p = %{z:.3f})<extra></extra>"))
-    fig.update_layout(template="plotly_white", height=160 + 34 * len(lens.labels),
-                      margin=dict(l=10, r=10, t=50, b=10),
-                      title="Logit lens: the next-token guess after each layer (the last row is the model's own)")
-    fig.update_xaxes(title="input position: token", tickangle=-45)
-    return fig
-
 
 def divergence_figure(divergence: Divergence, pieces: list[str], names: tuple[str, str]) -> go.Figure:
     """Per position of a shared text: the probability each model gives the actual next token, and KL(A‖B)."""

@@ -23,6 +23,7 @@ class LogitLens:
     top_ids: np.ndarray  # (L + 1, T) int
     top_probs: np.ndarray  # (L + 1, T) float
     next_probs: np.ndarray  # (L + 1, T - 1): at position t, the probability given to token t + 1
+    next_ranks: np.ndarray  # (L + 1, T - 1): at position t, the rank of token t + 1 (0 = the top guess)
 
     @property
     def labels(self) -> list[str]:
@@ -49,11 +50,13 @@ def logit_lens(model: Transformer, token_ids: list[int], vocab_size: int | None 
     """Read each layer's prediction; `vocab_size` (the tokenizer's) leaves padding rows out of it."""
     states = residual_stream(model, token_ids)
     following = torch.tensor(token_ids[1:])
-    top_ids, top_probs, next_probs = [], [], []
+    top_ids, top_probs, next_probs, next_ranks = [], [], [], []
     for h in states:
         probs = torch.softmax(model.output(model.norm(h)).float()[:, :vocab_size], dim=-1)  # (T, V)
         best = probs.max(dim=-1)
         top_ids.append(best.indices.numpy())
         top_probs.append(best.values.numpy())
-        next_probs.append(probs[:-1].gather(1, following[:, None])[:, 0].numpy())
-    return LogitLens(np.stack(top_ids), np.stack(top_probs), np.stack(next_probs))
+        following_probs = probs[:-1].gather(1, following[:, None])  # (T - 1, 1)
+        next_probs.append(following_probs[:, 0].numpy())
+        next_ranks.append((probs[:-1] > following_probs).sum(dim=-1).numpy())
+    return LogitLens(np.stack(top_ids), np.stack(top_probs), np.stack(next_probs), np.stack(next_ranks))

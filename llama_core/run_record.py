@@ -9,6 +9,7 @@ import numpy as np
 
 from .generation import StepRecord, StopReason
 from .sampling import SamplingParams
+from .token_display import display_tokens
 from .tokenizer import Tokenizer
 
 
@@ -39,10 +40,13 @@ class RunRecord:
     stop_reason: StopReason | None = None
     error: str | None = None
     _attention_rows: list[np.ndarray] = field(default_factory=list, repr=False)
+    # Display strings need the whole sequence (a character may span tokens), so the record keeps its tokenizer.
+    tokenizer: Tokenizer | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def start(cls, model_name: str, tokenizer: Tokenizer, prompt: str, prompt_ids: list[int], settings: dict):
-        return cls(model_name, prompt, prompt_ids, [tokenizer.piece(i) for i in prompt_ids], settings)
+        return cls(model_name, prompt, prompt_ids, [tokenizer.piece(i) for i in prompt_ids], settings,
+                   tokenizer=tokenizer)
 
     def add(self, step: StepRecord) -> None:
         if step.attention is not None:
@@ -72,8 +76,38 @@ class RunRecord:
         decode = (len(self.steps) - 1) / (last - first) if len(self.steps) > 1 and last > first else None
         return {"tokens": len(self.steps), "ttft_s": first, "total_s": last, "decode_tokens_per_s": decode}
 
+    @property
+    def token_ids(self) -> list[int]:
+        return self.prompt_ids + [s.token_id for s in self.steps]
+
     def all_pieces(self) -> list[str]:
-        return self.prompt_pieces + [s.piece for s in self.steps]
+        """The display string of every position, prompt then generated (see llama_core.token_display)."""
+        return display_tokens(self.tokenizer, self.token_ids, self.prompt_pieces + [s.piece for s in self.steps])
+
+    def generated_pieces(self) -> list[str]:
+        """The display strings of the generated tokens, read in context (a character split over tokens whole)."""
+        return self.all_pieces()[self.n_prompt :]
+
+    @property
+    def attention_shape(self) -> tuple[int, int, int] | None:
+        """(layers, heads, query positions) of the attention captured, or None."""
+        if not self._attention_rows:
+            return None
+        layers, heads, n_queries = self._attention_rows[0].shape[:3]
+        return layers, heads, n_queries + len(self._attention_rows) - 1
+
+    def attention_layer(self, layer: int) -> np.ndarray | None:
+        """(H, Q, Q) fp16 attention of one layer: what one view draws, an L-th of the whole matrix."""
+        if not self._attention_rows:
+            return None
+        first = self._attention_rows[0][layer]
+        heads, n_queries = first.shape[:2]
+        size = n_queries + len(self._attention_rows) - 1
+        weights = np.zeros((heads, size, size), dtype=np.float16)
+        weights[:, :n_queries, :n_queries] = first
+        for i, row in enumerate(self._attention_rows[1:]):
+            weights[:, n_queries + i, : row.shape[-1]] = row[layer, :, 0, :]
+        return weights
 
     def attention_matrix(self) -> np.ndarray | None:
         """(L, H, Q, Q) fp16 attention over the positions captured, or None if nothing was."""

@@ -1,16 +1,15 @@
-"""A run as a shareable report: JSON that identifies the weights and replays to the same tokens,
-and a self-contained HTML page with the run's figures."""
+"""A run as a shareable report: JSON that identifies the weights and replays to the same tokens
+(the self-contained HTML page is llama_core.report_page)."""
 
 from __future__ import annotations
 
 import hashlib
-import html
-import json
 
 import torch
 
 from .generation import generate_stream
 from .loading import LoadedModel
+from .report_page import Branch, branch_entries, report_html  # noqa: F401 (report_html: its callers import it here)
 from .run_record import RunRecord, sampler_of
 from .sampling import SamplingParams
 
@@ -34,12 +33,13 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     return ("sha256:" if total <= FULL_HASH_LIMIT else "sha256-sampled:") + digest.hexdigest()
 
 
-def build_report(record: RunRecord, loaded: LoadedModel) -> dict:
-    """The run's own data plus who made it: model identity with a weights fingerprint."""
+def build_report(record: RunRecord, loaded: LoadedModel, branches: list[Branch] = ()) -> dict:
+    """The run's own data plus who made it (model identity with a weights fingerprint), and its branches."""
     model = {"name": record.model_name, "source": loaded.source, "format": loaded.format,
              "parameters": loaded.n_params, "dtype": str(loaded.dtype).removeprefix("torch."),
              "weights": weights_fingerprint(loaded.model), "config": loaded.args.to_dict()}
-    return {"report_version": REPORT_VERSION, "model_identity": model, **record.to_dict()}
+    return {"report_version": REPORT_VERSION, "model_identity": model, **record.to_dict(),
+            "branches": branch_entries(list(branches))}
 
 
 def sampling_params_of(report: dict) -> SamplingParams:
@@ -59,24 +59,3 @@ def replay(report: dict, loaded: LoadedModel) -> dict:
     same_weights = report["model_identity"]["weights"] == weights_fingerprint(loaded.model)
     return {"tokens_match": produced == expected, "first_difference": first_difference, "expected": expected,
             "produced": produced, "same_weights": same_weights}
-
-
-def report_html(report: dict, figures: list) -> str:
-    """One HTML file that opens anywhere offline: the text, the settings and the plotly figures
-    (plotly.js inlined once), with the JSON embedded for re-import."""
-    identity = report["model_identity"]
-    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(json.dumps(v))}</td></tr>"
-                   for k, v in report["settings"].items())
-    plots = "".join(fig.to_html(full_html=False, include_plotlyjs="inline" if i == 0 else False)
-                    for i, fig in enumerate(figures))
-    embedded = json.dumps(report).replace("</", "<\\/")  # a "</script>" in generated text must not end the tag
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>LLaMA Playground run</title>"
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}pre{white-space:pre-wrap;"
-        "background:#f6f6f6;padding:1em}td,th{text-align:left;padding:2px 8px}</style></head><body>"
-        f"<h1>LLaMA Playground run</h1><p><b>{html.escape(identity['name'])}</b> · {identity['parameters']:,} "
-        f"parameters · {html.escape(identity['dtype'])} · weights {html.escape(identity['weights'][:23])}… · "
-        f"seed {report['seed']}</p><h2>Prompt</h2><pre>{html.escape(report['prompt'])}</pre>"
-        f"<h2>Output</h2><pre>{html.escape(report['text'])}</pre><h2>Settings</h2><table>{rows}</table>"
-        f"<h2>Figures</h2>{plots}<script type='application/json' id='run-report'>{embedded}</script></body></html>"
-    )

@@ -17,6 +17,7 @@ from llama_core.chat import BUILTIN_CHAT_TEMPLATES, MODEL_TEMPLATE, default_chat
 from llama_core.errors import CheckpointError, TokenizerError
 
 from .controls import SLIDERS
+from .handlers import RUN_PANELS
 from .registry import ModelRegistry
 
 # The fields of a chat request as the Generate tab's checks know them (a page's, then the API's, in its
@@ -70,7 +71,7 @@ def make_chat_handlers(registry: ModelRegistry, handlers: dict):
         return [gr.validate(name not in by_input, by_input.get(name, "")) for name in inputs]
 
     def run(messages: list[dict], fields: dict) -> Iterator[tuple]:
-        """Stream one reply: (chatbot, history, message box, rendered prompt, status, record, 8 panels).
+        """Stream one reply: (chatbot, history, message box, rendered prompt, status, record, RUN_PANELS panels).
 
         The message box is emptied once, when the reply starts, so that what the user types
         meanwhile stays; the rendered prompt is emptied then too, and arrives with the finished run."""
@@ -121,7 +122,7 @@ def make_chat_handlers(registry: ModelRegistry, handlers: dict):
         messages = conversation(history)
         if record is None or not messages or messages[-1]["role"] != "assistant" or \
                 record.settings.get("messages") != messages[:-1]:
-            return (gr.skip(),) * 14  # Stop came before this reply's run began: nothing of it to keep
+            return (gr.skip(),) * (6 + RUN_PANELS)  # Stop came before this reply's run began: nothing of it to keep
         text, status, *rest = stop_run(record)
         messages[-1]["content"] = text
         return (messages, messages, gr.skip(), record.prompt, status, *rest)

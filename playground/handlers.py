@@ -23,9 +23,7 @@ from llama_core import GenerationError, ParameterError, SamplingParams, StopReas
 from llama_core.chat import chat_prompt, default_chat_template
 from llama_core.errors import ChatTemplateError, CheckpointError, TokenizerError
 from llama_core.generation import encode_prompt
-from llama_core.run_figures import (
-    alternatives_figure, attention_figure, heads_figure, probability_entropy_figure, token_html,
-)
+from llama_core.run_figures import alternatives_figure, probability_entropy_figure, token_html
 from llama_core.run_record import RunRecord
 
 from .access import RateLimiter, request_client_key
@@ -41,6 +39,9 @@ API_FIELDS = ("prompt", "model", "max_new_tokens", "temperature", "top_k", "top_
               "seed", "stop", "template")
 API_DEFAULTS = {"system": "", "presence_penalty": 0.0, "frequency_penalty": 0.0, "capture_attention": False}
 PAGE_TOP_N, API_TOP_N = 10, 5  # alternatives recorded per token
+# What a finished page run draws at once (token view, alternatives, probability chart, selected step);
+# the Attention tab and the sampler pipeline follow in their own events (see app.py's after_run).
+RUN_PANELS = 4
 # Attention kept for the Attention tab lives in each session's state: 2^24 fp16 elements (32 MiB)
 # hold the bundled 16M model's whole 512-token window; bigger models keep what fits.
 ATTENTION_BUDGET = 2**24
@@ -211,7 +212,7 @@ def make_handlers(registry: ModelRegistry, limiter: RateLimiter | None = None):
 
     def run_updates(fields: dict) -> Iterator[tuple[bool, tuple]]:
         """A page's run (Generate or Chat) as (finished, outputs): outputs are (text, status, record,
-        8 panel values), the panels filled once finished; the record becomes the session's latest run."""
+        RUN_PANELS panel values), the panels filled once finished; the record becomes the session's latest run."""
         loaded, params, record, checked = prepare_run(fields)
         stream = generate_stream(loaded.model, loaded.tokenizer, record.prompt_ids, params,
                                  capture_attention=checked["capture_attention"], top_n=PAGE_TOP_N,
@@ -227,7 +228,7 @@ def make_handlers(registry: ModelRegistry, limiter: RateLimiter | None = None):
                     last_yield = now
                     # The record goes into the session state as it grows, so Stop can draw what exists.
                     # A Stop or a client that left closes this generator here, which closes the stream.
-                    yield False, (record.text, status_line(record, running=True), record) + (gr.skip(),) * 8
+                    yield False, (record.text, status_line(record, running=True), record) + (gr.skip(),) * RUN_PANELS
         except ParameterError as error:  # raised before any compute (e.g. the run would overflow the context)
             raise gr.Error(str(error)) from None
         except Exception as error:
@@ -239,49 +240,29 @@ def make_handlers(registry: ModelRegistry, limiter: RateLimiter | None = None):
             stream.close()  # frees the KV cache now, not when the generator is collected
         if out_of_memory:
             gc.collect()  # give the memory back before the next request asks for it
-        yield True, (record.text, status_line(record, running=False)) + panels(record, loaded.args.kv_heads)
+        yield True, (record.text, status_line(record, running=False)) + panels(record)
 
-    def panels(record: RunRecord, n_kv_heads: int) -> tuple:
-        """Everything drawn from a finished run: state, tokens, charts and the attention controls."""
+    def panels(record: RunRecord) -> tuple:
+        """The session state and what a finished run draws at once: tokens, alternatives, confidence, step."""
         if not record.steps:
-            return (record, "", None, None, None, None, 0, gr.update(), gr.update())
+            return (record, "", None, None, 0)
         selected = len(record.steps) - 1
-        matrix = record.attention_matrix()
-        if matrix is None:
-            attention = heads = None
-            layer_update, head_update = gr.update(value=0), gr.update(choices=["mean"], value="mean")
-        else:
-            attention = attention_figure(matrix, record.all_pieces(), 0, None)
-            heads = heads_figure(matrix, 0, n_kv_heads)
-            layers, n_heads = matrix.shape[:2]
-            layer_update = gr.update(maximum=max(1, layers - 1), value=0)  # a slider needs min < max
-            head_update = gr.update(choices=["mean"] + [str(h) for h in range(n_heads)], value="mean")
         return (record, token_html(record, selected), alternatives_figure(record, selected),
-                probability_entropy_figure(record), attention, heads, selected, layer_update, head_update)
+                probability_entropy_figure(record), selected)
 
     def stop(record: RunRecord | None):
         """After Stop cancelled the stream: mark the run and draw the panels from what it produced."""
         if record is None:
-            return (gr.skip(),) * 11
+            return (gr.skip(),) * (3 + RUN_PANELS)
         if record.stop_reason is None and record.error is None:
             record.stop_reason = StopReason.CANCELLED
-        n_kv_heads = registry.load(record.model_name).args.kv_heads
-        return (record.text, status_line(record, running=False)) + panels(record, n_kv_heads)
+        return (record.text, status_line(record, running=False)) + panels(record)
 
     def select_token(record: RunRecord | None, evt: gr.EventData):
         index = getattr(evt, "index", None)
         if record is None or not isinstance(index, int) or not 0 <= index < len(record.steps):
             return gr.skip(), gr.skip(), gr.skip()
         return token_html(record, index), alternatives_figure(record, index), index
-
-    def redraw_attention(record: RunRecord | None, layer, head):
-        matrix = record.attention_matrix() if record is not None else None
-        if matrix is None:
-            return None, None
-        layer = int(min(max(layer or 0, 0), matrix.shape[0] - 1))
-        head_index = None if head in (None, "mean") else int(head)
-        kv_heads = registry.load(record.model_name).args.kv_heads
-        return attention_figure(matrix, record.all_pieces(), layer, head_index), heads_figure(matrix, layer, kv_heads)
 
     def record_speed(record: RunRecord | None, speeds: dict | None):
         """After a run: keep its decode speed (per session) and redraw the our-models chart."""
@@ -332,6 +313,6 @@ def make_handlers(registry: ModelRegistry, limiter: RateLimiter | None = None):
     return {"switch_model": switch_model, "validate_stream": validate_stream, "generate": generate, "stop": stop,
             "model_sampling_defaults": model_sampling_defaults, "check_request": check_request,
             "run_updates": run_updates, "json_run": json_run,
-            "select_token": select_token, "redraw_attention": redraw_attention, "record_speed": record_speed,
+            "select_token": select_token, "record_speed": record_speed,
             "validate_api": validate_api, "generate_json": generate_json}
 

@@ -30,6 +30,7 @@ from llama_core.run_record import RunRecord, sampler_of
 from llama_core.run_report import build_report, replay, report_html
 from llama_core.scoring import compare_on_tokens, score_text
 from llama_core.templates import apply_template
+from llama_core.token_display import display_tokens
 
 from .registry import ModelRegistry
 from .scaling_panel import bundled_model_points
@@ -168,9 +169,11 @@ def make_insight_handlers(registry: ModelRegistry):
         if record is None or not record.steps:
             raise gr.Error("Generate first: the logit lens reads the last run's tokens")
         loaded = _loaded(registry, record.model_name)
-        ids = (record.prompt_ids + [s.token_id for s in record.steps])[-loaded.args.max_seq_len:]
-        return logit_lens_figure(logit_lens(loaded.model, ids), [loaded.tokenizer.piece(i) for i in ids],
-                                 loaded.tokenizer.piece)
+        ids = record.token_ids[-loaded.args.max_seq_len:]
+        result = logit_lens(loaded.model, ids, loaded.tokenizer.vocab_size)
+        shown = {int(i): display_tokens(loaded.tokenizer, [int(i)])[0] for i in set(result.top_ids.flat)}
+        guesses = [[shown[int(i)] for i in row] for row in result.top_ids]
+        return logit_lens_figure(result, display_tokens(loaded.tokenizer, ids), guesses)
 
     def score(text: str, labels: list[str] | None):
         if not labels:

@@ -3,12 +3,15 @@ import torch
 from llama_core import insight_figures as figures
 from llama_core.chinchilla import plan
 from llama_core.generation import encode_prompt, generate_stream
+from llama_core.lens_figure import WINDOW
 from llama_core.logit_lens import logit_lens
 from llama_core.model import Transformer
 from llama_core.published import published_models
+from llama_core.run_figures import CHOSEN, KEPT, REMOVED
 from llama_core.run_record import RunRecord
 from llama_core.sampling import SamplingParams
 from llama_core.scoring import compare_on_tokens, score_text
+from llama_core.token_display import chart_label, display_tokens, positioned_labels
 
 
 def record(tiny_model, tokenizer, **settings) -> RunRecord:
@@ -23,19 +26,56 @@ def test_pipeline_figure_has_one_panel_per_stage_over_the_same_candidates(tiny_m
     run = record(tiny_model, tokenizer, temperature=0.8, top_k=3)
     fig = figures.pipeline_figure(run, 2)
     step = run.steps[2]
-    assert len(fig.data) == len(step.stages) == 6
-    assert all(list(bar.y) == list(fig.data[0].y) for bar in fig.data)
-    assert list(fig.data[-1].x) == list(step.stages[-1][1])
-    assert sum(x > 0 for x in fig.data[3].x) <= 3  # the top-k panel keeps at most k candidates
+    assert len(step.stages) == 6 and "probabilities of the raw logits" in fig.layout.annotations[0].text
+    panels = {}
+    for bar in fig.data:
+        panels.setdefault(bar.xaxis, []).append(bar)
+    assert len(panels) == len(step.stages)
+    for (name, probs), bars in zip(step.stages, panels.values()):
+        assert all(list(bar.y) == list(bars[0].y) for bar in bars)  # the same candidates, in the same order
+        drawn = [next(bar.x[i] for bar in bars if bar.x[i] is not None) for i in range(len(probs))]
+        kept = [x for x, p in zip(drawn, probs) if p > 0]
+        assert kept == [p for p in probs if p > 0]
+    top_k = panels[list(panels)[3]]
+    removed = next(bar for bar in top_k if bar.marker.color == REMOVED)
+    heights = [x for x in removed.x if x is not None]
+    temperature = step.stages[2][1]
+    # A removed candidate is drawn grey at its height before removal: its probability after temperature.
+    assert len(heights) == sum(p == 0 for p in step.stages[3][1]) and all(h > 0 for h in heights)
+    assert sorted(heights) == sorted(t for t, p in zip(temperature, step.stages[3][1]) if p == 0)
+    colours = {bar.name: bar.marker.color for bar in fig.data}
+    assert colours["the sampled token"] == CHOSEN and colours["kept by this stage"] == KEPT
+    assert [b.label for b in fig.layout.updatemenus[0].buttons] == ["linear", "log scale"]
 
 
-def test_logit_lens_figure_labels_cells_with_the_top_tokens(tiny_model, tokenizer):
-    ids = encode_prompt(tokenizer, "Alice was beginning")
+def test_logit_lens_figure_covers_every_position_and_marks_the_right_guesses(tiny_model, tokenizer):
+    ids = encode_prompt(tokenizer, "Alice was beginning to get very tired of sitting by her sister on the bank, "
+                                   "and of having nothing to do: once or twice she had peeped into the book")
     lens = logit_lens(tiny_model, ids)
-    fig = figures.logit_lens_figure(lens, [tokenizer.piece(i) for i in ids], tokenizer.piece)
-    heatmap = fig.data[0]
-    assert list(heatmap.y) == lens.labels and len(heatmap.x) == len(ids)
-    assert heatmap.text[-1][-1] == figures.visible_piece(tokenizer.piece(int(lens.top_ids[-1, -1])))
+    pieces = display_tokens(tokenizer, ids)
+    guesses = [[tokenizer.piece(int(t)) for t in row] for row in lens.top_ids]
+    fig = figures.logit_lens_figure(lens, pieces, guesses)
+    heatmap, marks = fig.data
+    assert len(ids) > WINDOW  # long enough that the figure opens on a window
+    assert list(heatmap.y) == lens.labels and list(heatmap.x) == positioned_labels(pieces)  # every position
+    assert list(fig.layout.xaxis.range) == [len(ids) - WINDOW - 0.5, len(ids) - 0.5]
+    assert heatmap.text[-1][-1] == chart_label(guesses[-1][-1], 8)
+    hits = {(y, x) for x, y in zip(marks.x, marks.y)}
+    expected = {(lens.labels[layer], heatmap.x[t]) for layer in range(len(lens.labels)) for t in range(len(ids) - 1)
+                if lens.top_ids[layer, t] == ids[t + 1]}
+    assert hits == expected
+    assert f"rank {int(lens.next_ranks[1, 3]) + 1}" in heatmap.hovertext[1][3]
+    # The last row is the model's own prediction: its ranks are those of a plain forward pass, checked where
+    # no other logit is within rounding of the actual next token's (the two paths sum in different orders).
+    with torch.no_grad():
+        logits = tiny_model(torch.tensor([ids])).logits[0, :-1].float()  # (T - 1, V)
+    target = logits.gather(1, torch.tensor(ids[1:])[:, None])
+    gaps = (logits - target).abs()
+    gaps[torch.arange(len(ids) - 1), torch.tensor(ids[1:])] = float("inf")
+    clear = gaps.min(dim=1).values > 1e-4 * target[:, 0].abs().clamp(min=1)
+    assert clear.sum() > (len(ids) - 1) // 2
+    expected = (logits > target).sum(dim=1)
+    assert (torch.tensor(lens.next_ranks[-1])[clear] == expected[clear]).all()
 
 
 def test_divergence_and_surprisal_figures(tiny_model, tokenizer):

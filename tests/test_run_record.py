@@ -1,12 +1,13 @@
 import numpy as np
 import pytest
 import torch
+from numerics import FP32_REORDER, assert_greedy_is_robust
 
 from llama_core.generation import generate_stream
 from llama_core.run_figures import alternatives_figure, attention_figure, heads_figure, token_html, visible_piece
 from llama_core.run_record import RunRecord
 from llama_core.sampling import SamplingParams
-from numerics import FP32_REORDER, assert_greedy_is_robust
+from llama_core.token_display import positioned_labels
 
 pytestmark = pytest.mark.numerics
 
@@ -47,14 +48,21 @@ def test_figures_show_the_run(tiny_model, tokenizer):
     record = record_of(tiny_model, tokenizer, capture_attention=True)
     page = token_html(record, selected=2)
     assert page.count('class="tok"') == 6 and 'data-index="2"' in page and "outline:2px" in page
+    assert "&lt;s&gt;" in page  # the prompt's BOS shown literally, escaped
     bars = alternatives_figure(record, 2)
     chosen = record.steps[2]
-    assert "chose" in bars.layout.title.text and "chosen" in bars.data[1].text
-    assert any(label.endswith(f"#{chosen.token_id}") for label in bars.data[0].y)
-    heatmap = attention_figure(record.attention_matrix(), record.all_pieces(), layer=1, head=None)
-    size = record.attention_matrix().shape[-1]
-    assert list(heatmap.layout.yaxis.ticktext) == [visible_piece(p) for p in record.all_pieces()[:size]]
-    assert visible_piece(" the") == "␣the" and visible_piece("\n") == "↵" and visible_piece("x") == "x"
+    assert "chose" in bars.layout.title.text
+    by_name = {trace.name: trace for trace in bars.data}
+    sampled = by_name["the sampled token"]
+    assert [t for t in sampled.text if t] == ["chosen"]
+    assert sampled.y[sampled.text.index("chosen")].endswith(f"#{chosen.token_id}")
+    layer = record.attention_layer(1)
+    np.testing.assert_array_equal(layer, record.attention_matrix()[1])  # one layer, assembled alone
+    heatmap = attention_figure(layer, record.all_pieces(), layer=1, head=None)
+    size = layer.shape[-1]
+    assert list(heatmap.data[0].y) == positioned_labels(record.all_pieces()[:size])
+    assert heatmap.data[0].y[0] == "0 &lt;s&gt;"  # escaped: Plotly would read <s> as a strikethrough tag
+    assert visible_piece(" the") == "·the" and visible_piece("\n") == "↵" and visible_piece("x") == "x"
     assert len(heads_figure(record.attention_matrix(), 0, n_kv_heads=2).data) == 4
 
 

@@ -1,11 +1,15 @@
+import base64
+import gzip
 import json
+from pathlib import Path
 
+import plotly
 import pytest
 import torch
 
 from llama_core.generation import encode_prompt, generate_stream
 from llama_core.loading import LoadedModel
-from llama_core.run_figures import probability_entropy_figure
+from llama_core.report_page import MAX_REPORT_BYTES, Branch
 from llama_core.run_record import RunRecord
 from llama_core.run_report import build_report, replay, report_html, weights_fingerprint
 from llama_core.sampling import SamplingParams
@@ -17,12 +21,12 @@ def loaded(tiny_model, tokenizer):
                        sum(p.numel() for p in tiny_model.parameters()), 0, None)
 
 
-def make_run(loaded, **settings) -> RunRecord:
-    params = SamplingParams(max_new_tokens=10, **settings)
+def make_run(loaded, attention: bool = False, **settings) -> RunRecord:
+    params = SamplingParams(**{"max_new_tokens": 10, **settings})
     ids = encode_prompt(loaded.tokenizer, "Alice was")
     record = RunRecord.start("tiny", loaded.tokenizer, "Alice was", ids, {"template": "plain", "system": "",
                                                                           **params.__dict__})
-    for step in generate_stream(loaded.model, loaded.tokenizer, ids, params):
+    for step in generate_stream(loaded.model, loaded.tokenizer, ids, params, capture_attention=attention, top_n=10):
         record.add(step)
     return record
 
@@ -49,10 +53,40 @@ def test_replay_on_other_weights_says_so(loaded, tiny_model):
 
 
 def test_html_report_is_self_contained_and_embeds_the_json(loaded):
-    record = make_run(loaded, temperature=0.0)
-    report = build_report(record, loaded)
-    page = report_html(report, [probability_entropy_figure(record)])
-    assert "<script type='application/json' id='run-report'>" in page and "plotly" in page.lower()
-    assert "src=\"http" not in page  # no CDN: plotly.js is inlined
+    record = make_run(loaded, temperature=0.0, attention=True)
+    child = RunRecord.start("tiny", loaded.tokenizer, record.prompt, record.branch_prompt(3, record.steps[3].top[1].token_id),
+                            record.settings)
+    for step in generate_stream(loaded.model, loaded.tokenizer, child.prompt_ids, SamplingParams(max_new_tokens=4)):
+        child.add(step)
+    branches = [Branch(3, child.prompt_ids[-1], child)]
+    report = build_report(record, loaded, branches)
+    page = report_html(report, record, selected_step=4, branches=branches)
+    assert "src=\"http" not in page and "src='http" not in page  # no CDN
     embedded = page.split("id='run-report'>")[1].split("</script>")[0]
     assert json.loads(embedded)["tokens"] == report["tokens"]
+    assert json.loads(embedded)["branches"][0]["fork_step"] == 3
+    # The coloured tokens with their alternatives, the selected step's attention and the branch are in the page.
+    assert page.count('class="tok"') == len(record.steps) and "top: " in page
+    assert "Attention at step 4" in page and page.count('class="tok att') == record.attention_shape[2]
+    assert "Branch 1: step 3" in page
+    # plotly.js once, gzip-compressed: it inflates to the very file plotly ships.
+    packed = page.split("id='plotly-js'>")[1].split("</script>")[0]
+    shipped = (Path(plotly.__file__).parent / "package_data" / "plotly.min.js").read_bytes()
+    assert gzip.decompress(base64.b64decode(packed)) == shipped and page.count("id='plotly-js'") == 1
+    assert page.count('class="figure"') == 2  # confidence, and the branch beside its run
+
+
+def test_a_long_run_with_branches_stays_under_the_report_budget(loaded):
+    record = make_run(loaded, max_new_tokens=100, temperature=1.0, top_k=40, top_p=0.9, min_p=0.02,
+                      repetition_penalty=1.1, attention=True)
+    children = []
+    for fork in (10, 40, 80):
+        child = RunRecord.start("tiny", loaded.tokenizer, record.prompt,
+                                record.branch_prompt(fork, record.steps[fork].top[1].token_id), record.settings)
+        for step in generate_stream(loaded.model, loaded.tokenizer, child.prompt_ids, SamplingParams(max_new_tokens=20)):
+            child.add(step)
+        children.append(Branch(fork, child.prompt_ids[-1], child))
+    report = build_report(record, loaded, children)
+    page = report_html(report, record, selected_step=50, branches=children)
+    # plotly.js is ~1.96 MB of it (gzip + base64); the issue's budget is 5 MB for the whole page.
+    assert len(page.encode()) <= MAX_REPORT_BYTES

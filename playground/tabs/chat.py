@@ -78,7 +78,7 @@ def wire(tab: ChatTab, demo: gr.Blocks, chat: dict, model: gr.Dropdown, controls
     for event in replies:
         after_run(event)
     private = {"api_visibility": "private"}
-    tab.stop.click(chat["stop"], [run_outputs[0], tab.history], outputs, cancels=replies, **private)
+    after_run(tab.stop.click(chat["stop"], [run_outputs[0], tab.history], outputs, cancels=replies, **private))
     conversation = [tab.chatbot, tab.history, tab.message, tab.rendered, tab.status]
     tab.undo.click(chat["undo"], tab.history, conversation, **private)
     tab.clear.click(chat["clear"], None, conversation, **private)

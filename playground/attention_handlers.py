@@ -1,0 +1,98 @@
+"""Handlers of the Attention tab: plain functions of the session's latest run and the tab's controls.
+
+Each draws only what its control changes: a new run or layer redraws everything, a head redraws the
+map and the shaded text, a clicked token (the query) the shaded text and the head view. A layer's
+weights are assembled from the run's rows on demand (an L-th of the whole matrix).
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from llama_core.attention_figures import attention_figure, attention_text_html, head_view_figure, heads_figure
+from llama_core.run_record import RunRecord
+
+from .registry import ModelRegistry
+
+NO_RUN = "Generate something first: this tab shows the attention of the latest run (Generate or Chat)."
+NOT_RECORDED = ("The latest run kept no attention: tick **Record attention** on the Generate tab and generate again. "
+                "(A run whose prompt alone is too long for the attention memory budget keeps none either.)")
+
+
+def _head_index(head) -> int | None:
+    return None if head in (None, "", "mean") else int(head)
+
+
+def _clamp(value, top: int) -> int:
+    return int(min(max(int(value or 0), 0), top))
+
+
+def make_attention_handlers(registry: ModelRegistry):
+    def kv_heads(record: RunRecord) -> int:
+        try:
+            return registry.load(record.model_name).args.kv_heads
+        except Exception:  # noqa: BLE001 — the model was swapped out or broke since: draw without groups
+            return record.attention_shape[1]
+
+    def empty(message: str) -> tuple:
+        note = gr.update(value=message, visible=True)
+        hidden = gr.update(value=None, visible=False)
+        return (gr.update(value=0, maximum=1), gr.update(choices=["mean"], value="mean"), 0, note,
+                gr.update(value="", visible=False), hidden, hidden, hidden)
+
+    def after_run(record: RunRecord | None):
+        """Every panel of the tab for a new run: layer 0, the mean over heads, the last query position.
+
+        Returns (layer slider, head menu, query, empty note, shaded text, head view, map, heads grid)."""
+        if record is None or not record.steps:
+            return empty(NO_RUN)
+        shape = record.attention_shape
+        if shape is None:
+            return empty(NOT_RECORDED)
+        layers, heads, n_queries = shape
+        query = n_queries - 1
+        weights, pieces = record.attention_layer(0), record.all_pieces()
+        shown = {"visible": True}
+        return (gr.update(value=0, maximum=max(1, layers - 1)),  # a slider needs minimum < maximum
+                gr.update(choices=["mean"] + [str(h) for h in range(heads)], value="mean"), query,
+                gr.update(value="", visible=False),
+                gr.update(value=attention_text_html(weights, pieces, query, None), **shown),
+                gr.update(value=head_view_figure(weights, pieces, 0, query, kv_heads(record)), **shown),
+                gr.update(value=attention_figure(weights, pieces, 0, None), **shown),
+                gr.update(value=heads_figure(weights, 0, kv_heads(record)), **shown))
+
+    def redraw_layer(record: RunRecord | None, layer, head, query):
+        """A new layer: (shaded text, head view, map, heads grid)."""
+        if record is None or record.attention_shape is None:
+            return (gr.skip(),) * 4
+        layers, _, n_queries = record.attention_shape
+        layer, query, head = _clamp(layer, layers - 1), _clamp(query, n_queries - 1), _head_index(head)
+        weights, pieces = record.attention_layer(layer), record.all_pieces()
+        return (attention_text_html(weights, pieces, query, head),
+                head_view_figure(weights, pieces, layer, query, kv_heads(record)),
+                attention_figure(weights, pieces, layer, head), heads_figure(weights, layer, kv_heads(record)))
+
+    def redraw_head(record: RunRecord | None, layer, head, query):
+        """A new head (or the mean): (shaded text, map)."""
+        if record is None or record.attention_shape is None:
+            return gr.skip(), gr.skip()
+        layers, _, n_queries = record.attention_shape
+        layer, query, head = _clamp(layer, layers - 1), _clamp(query, n_queries - 1), _head_index(head)
+        weights, pieces = record.attention_layer(layer), record.all_pieces()
+        return attention_text_html(weights, pieces, query, head), attention_figure(weights, pieces, layer, head)
+
+    def select_query(record: RunRecord | None, layer, head, evt: gr.EventData):
+        """A token clicked in the shaded text becomes the query: (query, shaded text, head view)."""
+        index = getattr(evt, "index", None)
+        if record is None or record.attention_shape is None or not isinstance(index, int):
+            return gr.skip(), gr.skip(), gr.skip()
+        layers, _, n_queries = record.attention_shape
+        if not 0 <= index < n_queries:
+            return gr.skip(), gr.skip(), gr.skip()
+        layer = _clamp(layer, layers - 1)
+        weights, pieces = record.attention_layer(layer), record.all_pieces()
+        return (index, attention_text_html(weights, pieces, index, _head_index(head)),
+                head_view_figure(weights, pieces, layer, index, kv_heads(record)))
+
+    return {"after_run": after_run, "redraw_layer": redraw_layer, "redraw_head": redraw_head,
+            "select_query": select_query}
