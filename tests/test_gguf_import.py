@@ -128,10 +128,14 @@ def test_a_folder_with_one_model_loads_and_with_two_names_both(tmp_path):
     folder.mkdir()
     (first,) = write_llamacpp_gguf(hf_model(), folder / "a-f16.gguf", QType.F16)
     assert detect_format(folder) == "gguf" and load_checkpoint(folder).path == folder
-    # F16 tensors as stored; quantized ones count 2 bytes a value, the least they dequantize to.
+    # Tensors as stored (F16 matrices, F32 norms); a quantized file's blocks likewise, its token embeddings as the
+    # fp32 rows they are decoded to.
     assert estimate_checkpoint_bytes(folder) == sum(2 * p.numel() if p.dim() == 2 else 4 * p.numel()
                                                     for p in hf_model().parameters())
-    write_llamacpp_gguf(hf_model(), folder / "b-q8_0.gguf", QType.Q8_0)
+    (second,) = write_llamacpp_gguf(hf_model(), folder / "b-q8_0.gguf", QType.Q8_0)
+    assert estimate_checkpoint_bytes(second) == sum(
+        4 * p.numel() if p.dim() == 1 or name == "model.embed_tokens.weight" else p.numel() // 32 * 34
+        for name, p in hf_model().named_parameters())
     with pytest.raises(CheckpointError, match=r"holds 2 GGUF models \(a-f16\.gguf, b-q8_0\.gguf\); pass the file"):
         load_checkpoint(folder)
     assert load_checkpoint(first).format == "gguf"

@@ -277,13 +277,14 @@ def _check_split(headers: list[GGUFHeader]) -> None:
 
 
 def stored_gguf_bytes(path: Path) -> int:
-    """Bytes the weights take once loaded, from the headers: float tensors as stored, quantized ones at 2 bytes a
-    value (the least they dequantize to)."""
+    """Bytes the weights take once loaded with the default dtype, from the headers: tensors as stored (quantized
+    projections stay blocks on the int4/int8 kernels), except quantized token embeddings, which are decoded to
+    fp32 rows (4 bytes a value). A float dtype asked for explicitly needs more (2-4 bytes a value)."""
     total = 0
     for file in gguf_parts(path):
         for info in read_gguf_header(file, CheckpointError).tensors:
-            stored = info.ggml_type in (QType.F32, QType.F16, QType.BF16)
-            total += tensor_bytes(info.ggml_type, info.shape) if stored else 2 * math.prod(info.shape)
+            decoded = info.name == "token_embd.weight" and info.ggml_type not in (QType.F32, QType.F16, QType.BF16)
+            total += 4 * math.prod(info.shape) if decoded else tensor_bytes(info.ggml_type, info.shape)
     return total
 
 
