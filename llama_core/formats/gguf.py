@@ -28,24 +28,12 @@ from torch import Tensor
 
 from ..config import ModelArgs
 from ..errors import CheckpointError
-from ..gguf_file import (
-    GGUF_MAGIC,
-    SPLIT_NAME,
-    GGUFHeader,
-    is_later_split_part,
-    read_gguf_header,
-)
+from ..gguf_file import GGUF_MAGIC, SPLIT_NAME, GGUFHeader, is_later_split_part, read_gguf_header
 from .gguf_rope import rope_scaling_from_gguf
-from .gguf_tensors import (
-    SUPPORTED_TYPES,
-    QuantizedTensor,
-    tensor_bytes,
-    tensor_from_bytes,
-)
+from .gguf_tensors import SUPPORTED_TYPES, QuantizedTensor, tensor_bytes, tensor_from_bytes
 from .tensor_files import CheckpointTensors
 
-__all__ = ["GGUF_MAGIC", "GGUFCheckpoint", "QuantizedTensor", "describe_gguf", "gguf_parts", "is_later_split_part",
-           "read_gguf"]
+__all__ = ["GGUF_MAGIC", "GGUFCheckpoint", "QuantizedTensor", "gguf_parts", "is_later_split_part", "read_gguf"]
 
 ARCHITECTURE = "llama"
 
@@ -212,7 +200,7 @@ def map_tensors(header: GGUFHeader) -> dict[str, Tensor | QuantizedTensor]:
     flat = torch.from_file(str(path), shared=False, size=header.file_size, dtype=torch.uint8)
     tensors = {}
     for info in header.tensors:
-        if info.ggml_type not in set(SUPPORTED_TYPES):
+        if info.ggml_type not in SUPPORTED_TYPES:
             kind = QType(info.ggml_type).name if info.ggml_type in QType._value2member_map_ else info.ggml_type
             supported = ", ".join(t.name for t in SUPPORTED_TYPES)
             raise CheckpointError(f"{path.name}: tensor '{info.name}' is stored as {kind}, which this loader cannot "
@@ -239,6 +227,9 @@ def read_gguf(path: str | Path) -> GGUFCheckpoint:
     by_gguf_name, origin = {}, {}
     for header in headers:
         for name, tensor in map_tensors(header).items():
+            if name in by_gguf_name:
+                raise CheckpointError(f"{header.path.name}: tensor '{name}' is also in {origin[name]}; each part of "
+                                      "a split model holds its own tensors")
             by_gguf_name[name], origin[name] = tensor, header.path.name
     divisors = by_gguf_name.pop(ROPE_FREQS, None)
     tensors, origins, types = {}, {}, {}
@@ -286,15 +277,3 @@ def stored_gguf_bytes(path: Path) -> int:
             decoded = info.name == "token_embd.weight" and info.ggml_type not in (QType.F32, QType.F16, QType.BF16)
             total += 4 * math.prod(info.shape) if decoded else tensor_bytes(info.ggml_type, info.shape)
     return total
-
-
-def describe_gguf(path: Path) -> str:
-    """A short description from the header: version, architecture, name, tensor count, file type."""
-    header = read_gguf_header(path, CheckpointError)
-    meta = header.metadata
-    facts = [f"GGUF v{header.version}", f"{len(header.tensors)} tensors"]
-    facts += [f"{label} {meta[key]!r}" for key, label in (("general.architecture", "architecture"),
-                                                         ("general.name", "name")) if key in meta]
-    if meta.get("general.file_type") in LlamaFileType._value2member_map_:
-        facts.append(f"file type {LlamaFileType(meta['general.file_type']).name}")
-    return ", ".join(facts)
