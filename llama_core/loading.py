@@ -31,6 +31,7 @@ from .formats.tensor_checks import check_finite, check_names_and_shapes, untie
 from .formats.tensor_files import CheckpointTensors, file_signature, read_json, stored_bytes
 from .formats.gguf_tensors import QuantizedTensor
 from .kernels.dtype_choice import NAMES, KernelChoice, choose_dtype, fits_fp16_exactly
+from .kernels.page_release import converted as convert_releasing
 from .kernels.page_release import release_file_pages
 from .kernels.probe import KernelSpeeds, probe_kernels
 from .kernels.quantized_model import (
@@ -192,7 +193,9 @@ def load_checkpoint(
                           "on; expect quality to degrade beyond them", stacklevel=2)
         args = args.replace(max_seq_len=context_length)
     speeds = probe_kernels() if device_map is None else None
-    model, reason = _build_model(args, tensors, checkpoint, requested_dtype, speeds, quantization)
+    # The decode layout and the quantizers copy every projection anyway: they convert it in that copy.
+    relaid = device_map is None and (fast_layout or quantization is not None)
+    model, reason = _build_model(args, tensors, checkpoint, requested_dtype, speeds, quantization, relaid)
     loaded_dtype = model.tok_embeddings.weight.dtype
     n_params = parameter_count(args)
     if quantization is not None:
@@ -283,12 +286,14 @@ def _check_fits_in_memory(path: Path) -> None:
 
 
 def _build_model(args: ModelArgs, tensors: dict, checkpoint: CheckpointTensors, dtype: torch.dtype | None,
-                 speeds: KernelSpeeds | None, quantization: tuple[str, int] | None) -> tuple[Transformer, str]:
+                 speeds: KernelSpeeds | None, quantization: tuple[str, int] | None,
+                 relaid: bool) -> tuple[Transformer, str]:
     """An eval-mode model holding the (already checked) tensors, and why its weights have their dtype.
 
     Float tensors are converted to `dtype` (None: `_float_dtype` decides), one at a time, each giving back
-    its file pages once copied. A GGUF file's quantized projections go onto the int4/int8 kernels instead,
-    unless a float dtype was asked for without `quantize`."""
+    its file pages once copied; with `relaid`, float projections stay as stored for the layout step or the
+    quantizer to convert in their own copy. A GGUF file's quantized projections go onto the int4/int8
+    kernels instead, unless a float dtype was asked for without `quantize`."""
     with torch.device("meta"):
         model = Transformer(args)
     keep_blocks = quantization is not None or dtype is None
@@ -300,9 +305,19 @@ def _build_model(args: ModelArgs, tensors: dict, checkpoint: CheckpointTensors, 
     dtype, reason = _float_dtype(floats, checkpoint, dtype, speeds, bool(quantized) or quantization is not None)
     converted = {}
     for name, t in floats.items():
-        converted[name] = t.to(dtype)  # a copy unless already in dtype: then its file pages can go
-        release_file_pages(t.raw if isinstance(t, QuantizedTensor) else t, converted[name])
-    check_finite(converted, checkpoint.origins)
+        if relaid and isinstance(t, Tensor) and is_projection(name):
+            converted[name] = t  # (a tied head is the embeddings, converted below)
+            continue
+        if isinstance(t, QuantizedTensor):
+            converted[name] = t.to(dtype)  # decoded a block of rows at a time
+            release_file_pages(t.raw)
+        else:
+            converted[name] = convert_releasing(t, dtype)  # no copy when already in dtype
+    for name, t in converted.items():
+        check_finite({name: t}, checkpoint.origins)
+        # The check samples rows, but a page fault maps a whole (large) folio of the file around each, so the
+        # sample reads most of the tensor in: drop it before the next, as decode reads rows as it needs them.
+        release_file_pages(t)
     tied = args.tie_embeddings and "output.weight" not in quantized
     if tied:
         converted["output.weight"] = converted["tok_embeddings.weight"]

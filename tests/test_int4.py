@@ -107,6 +107,8 @@ def test_group_sizes_are_checked_with_what_is_allowed():
         Int4Linear.from_float(torch.randn(64, 96), 64)
     with pytest.raises(ParameterError, match="group_size"):
         check_group_size(True)
+    with pytest.raises(ValueError, match="output width 40 is not a multiple of 16"):
+        Int4Linear.from_float(torch.randn(40, 64), 32)
     with pytest.raises(ValueError, match="0..15"):
         Int4Linear(torch.full((64, 64), 16, dtype=torch.uint8), torch.ones(64, 2), torch.zeros(64, 2), 32)
 
@@ -131,3 +133,20 @@ def test_an_int4_model_is_close_to_its_float_model(group_size):
     # errors of 2 layers add in quadrature: well under 25%, and never zero.
     relative = ((out - ref).norm() / ref.norm()).item()
     assert 0.005 < relative < 0.25, relative
+
+
+def test_quantizing_and_packing_by_blocks_of_rows_gives_the_whole_matrix_result(monkeypatch):
+    import llama_core.kernels.int8 as int8_module
+
+    weight = awkward_matrix(208, 256, seed=5)  # 208 rows: three 64-row blocks and a tail of 16
+    whole = Int4Linear.from_float(weight, 32)
+    monkeypatch.setattr(int8_module, "CHUNK_ELEMENTS", 64 * 256)  # one 64-row block per chunk
+    chunked = Int4Linear.from_float(weight, 32)
+    assert torch.equal(chunked.packed, whole.packed)
+    assert torch.equal(chunked.scales_and_zeros, whole.scales_and_zeros)
+    int8_chunked = Int8Linear(weight)
+    monkeypatch.setattr(int8_module, "CHUNK_ELEMENTS", 3 * 256)  # rows 3 at a time
+    assert torch.equal(Int4Linear.from_float(weight, 32).packed, whole.packed)
+    assert torch.equal(Int8Linear(weight).qweight, int8_chunked.qweight)
+    monkeypatch.undo()
+    assert torch.equal(Int8Linear(weight).qweight, int8_chunked.qweight)

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from ..errors import ParameterError
 from ..model import Transformer
-from .int8 import PROJECTIONS, _bf16_at_least, quantize_output_int8
+from .int8 import PROJECTIONS, _bf16_at_least, quantize_output_int8, row_chunks
 from .page_release import release_file_pages
 
 GROUP_SIZES = (32, 64, 128)  # the kernel also takes 256; the issue asks for these
@@ -35,7 +35,18 @@ def quantize_groups(weight: Tensor, group_size: int) -> tuple[Tensor, Tensor, Te
     """Codes uint8 (N, K) in 0..15 and bf16 scales and zero points (N, K / group_size) of a float
     (N, K) matrix, such that every weight lies within half its group's scale of (q − 8)·s + z."""
     rows, columns = weight.shape
-    groups = weight.detach().float().reshape(rows, columns // group_size, group_size)
+    codes = torch.empty(rows, columns, dtype=torch.uint8)
+    scale = torch.empty(rows, columns // group_size, dtype=torch.bfloat16)
+    zero = torch.empty_like(scale)
+    for part in row_chunks(rows, columns):  # a few rows at a time: no full-size fp32 temporaries
+        codes[part], scale[part], zero[part] = _quantize_rows(weight[part].detach().float(), group_size)
+        release_file_pages(weight[part])  # a memory-mapped source's pages, read: not needed resident
+    return codes, scale, zero
+
+
+def _quantize_rows(weight: Tensor, group_size: int) -> tuple[Tensor, Tensor, Tensor]:
+    rows, columns = weight.shape
+    groups = weight.reshape(rows, columns // group_size, group_size)
     low, high = groups.amin(-1), groups.amax(-1)
     # Codes reach 8 steps below z and 7 above, so with 15 steps spanning the group z sits 8 steps above its low end.
     zero = (low + (high - low) * (8 / 15)).to(torch.bfloat16)
@@ -78,9 +89,16 @@ class Int4Linear(nn.Module):
         if codes.dtype != torch.uint8 or scale.shape != (out_features, in_features // group_size) != zero.shape:
             raise ValueError(f"Int4Linear: codes must be uint8 (N, K) with scale and zero (N, K/{group_size}); got "
                              f"{codes.dtype} {tuple(codes.shape)}, {tuple(scale.shape)}, {tuple(zero.shape)}")
+        if out_features % 16:
+            raise ValueError(f"Int4Linear: output width {out_features} is not a multiple of 16, which the kernel's "
+                             "packing needs")
         if int(codes.max()) > 15:
             raise ValueError(f"Int4Linear: codes must lie in 0..15, found {int(codes.max())}")
-        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32).contiguous(), _INNER_K_TILES)
+        # Packed a block of rows at a time (the packing is blocked by 64 rows, so the parts concatenate):
+        # the kernel's packing takes int32 codes, 8× the packed size if converted whole.
+        pack = torch.ops.aten._convert_weight_to_int4pack_for_cpu
+        packed = torch.cat([pack(codes[part].to(torch.int32), _INNER_K_TILES)
+                            for part in row_chunks(out_features, in_features, multiple=64)])
         self.register_buffer("packed", packed)
         # (K / group, N, 2): the kernel reads each group's pair (scale, zero) for all N outputs together.
         pairs = torch.stack([scale.to(torch.bfloat16).t(), zero.to(torch.bfloat16).t()], dim=-1)
@@ -144,13 +162,15 @@ def quantize_int4(model: Transformer, group_size: int = DEFAULT_GROUP_SIZE) -> T
     args = model.args
     for width in {args.dim, args.n_heads * args.head_dim, args.ffn_hidden_dim}:
         check_group_size(group_size, width)
+    outputs = {args.dim, args.n_heads * args.head_dim, args.kv_heads * args.head_dim, args.ffn_hidden_dim}
+    if odd := sorted(width for width in outputs if width % 16):
+        raise ParameterError("quantize", f"int8 for this model: int4's kernel needs output widths that are "
+                             f"multiples of 16, and this model has {', '.join(map(str, odd))}", f"int4-g{group_size}")
     for layer in model.layers:
         layer.attention.fused_qkv = layer.feed_forward.fused_gate_up = None  # quantized one by one
         for path in PROJECTIONS:
             parent_name, name = path.split(".")
             parent = getattr(layer, parent_name)
-            weight = getattr(parent, name).weight.detach()
-            setattr(parent, name, Int4Linear.from_float(weight, group_size))
-            release_file_pages(weight)  # a memory-mapped original's pages are not needed any more
+            setattr(parent, name, Int4Linear.from_float(getattr(parent, name).weight, group_size))
     quantize_output_int8(model)
     return model

@@ -20,6 +20,15 @@ from ..model import Transformer
 from .page_release import release_file_pages
 
 
+CHUNK_ELEMENTS = 1 << 22  # weights quantized at a time: bounds each fp32 temporary to 16 MiB at load
+
+
+def row_chunks(rows: int, columns: int, multiple: int = 1) -> list[slice]:
+    """Slices of whole rows (a multiple of `multiple` each) of about CHUNK_ELEMENTS weights."""
+    step = max(multiple, CHUNK_ELEMENTS // max(columns, 1) // multiple * multiple)
+    return [slice(start, min(start + step, rows)) for start in range(0, rows, step)]
+
+
 def _bf16_at_least(x: Tensor) -> Tensor:
     """The smallest bf16 ≥ x, for x ≥ 0 in fp32: round the fp32 bit pattern up to a multiple of 2**16."""
     bits = (x.float().contiguous().view(torch.int32) + 0xFFFF) & -0x10000
@@ -31,13 +40,19 @@ class Int8Linear(nn.Module):
 
     def __init__(self, weight: Tensor):
         super().__init__()
-        weight = weight.detach().float()
-        # The scale is rounded to the kernel's bf16 first (upwards, so that absmax still fits in ±127), and the
-        # codes are taken with the rounded scale: every weight then lies within half a step of its value.
-        scale = _bf16_at_least(weight.abs().amax(dim=1).clamp(min=1e-30) / 127)  # an all-zero row stays zero
-        self.register_buffer("qweight", torch.round(weight / scale.float()[:, None]).clamp(-127, 127).to(torch.int8))
+        weight = weight.detach()
+        rows, columns = weight.shape
+        qweight, scale = torch.empty(rows, columns, dtype=torch.int8), torch.empty(rows, dtype=torch.bfloat16)
+        for part in row_chunks(rows, columns):  # a few rows at a time: no full-size fp32 temporaries
+            chunk = weight[part].float()
+            # The scale is rounded to the kernel's bf16 first (upwards, so that absmax still fits in ±127), and the
+            # codes are taken with the rounded scale: every weight then lies within half a step of its value.
+            scale[part] = _bf16_at_least(chunk.abs().amax(dim=1).clamp(min=1e-30) / 127)  # a zero row stays zero
+            qweight[part] = torch.round(chunk / scale[part].float()[:, None]).clamp_(-127, 127)
+            release_file_pages(weight[part])  # a memory-mapped source's pages, read: not needed resident
+        self.register_buffer("qweight", qweight)
         self.register_buffer("scale", scale)
-        self.in_features, self.out_features = weight.shape[1], weight.shape[0]
+        self.in_features, self.out_features = columns, rows
 
     @property
     def weight(self) -> Tensor:
@@ -62,9 +77,7 @@ def quantize_int8(model: Transformer, include_output: bool = True) -> Transforme
         for path in PROJECTIONS:
             parent_name, name = path.split(".")
             parent = getattr(layer, parent_name)
-            weight = getattr(parent, name).weight.detach()
-            setattr(parent, name, Int8Linear(weight))
-            release_file_pages(weight)  # a memory-mapped original's pages are not needed any more
+            setattr(parent, name, Int8Linear(getattr(parent, name).weight))
     if include_output:
         quantize_output_int8(model)
     return model
@@ -72,11 +85,7 @@ def quantize_int8(model: Transformer, include_output: bool = True) -> Transforme
 
 def quantize_output_int8(model: Transformer) -> None:
     """The output head as an Int8Linear; a tied embedding keeps its own full-precision copy."""
-    tied = model.output.weight is model.tok_embeddings.weight
-    weight = model.output.weight.detach()
-    model.output = Int8Linear(weight)
-    if not tied:
-        release_file_pages(weight)
+    model.output = Int8Linear(model.output.weight)
 
 
 def is_quantized(model: Transformer) -> bool:

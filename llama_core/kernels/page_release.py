@@ -1,4 +1,4 @@
-"""Giving back the pages of a memory-mapped weight once a converted copy has replaced it.
+"""Giving back the pages of a memory-mapped weight as soon as loading has read it.
 
 Checkpoints are memory-mapped: a weight used as stored costs no copy, its pages come in from the
 page cache as they are read. But every weight that loading converts (a dtype change, the input-major
@@ -6,12 +6,14 @@ re-layout, fusing q/k/v, quantizing) is read whole, so its file pages become res
 and stay so until the whole mapping goes — at the end of loading, after every copy was made. The
 peak was the file plus the model (an fp32 load with the re-layout: twice the model).
 
-`release_file_pages` drops this process's pages of one replaced tensor at once (madvise
-MADV_DONTNEED), so loading holds one tensor's pages at a time. It touches only file-backed mappings
-(read from /proc/self/maps): dropping a file page loses nothing, the next read would fetch it again
-from the file, whereas on anonymous memory MADV_DONTNEED would zero live data. Only whole pages
+`release_file_pages` drops this process's resident pages of a tensor (madvise MADV_DONTNEED), and
+`copy_releasing` copies a weight a block of rows at a time, dropping each block's pages once copied,
+so loading holds a few megabytes of the file at a time. Only file-backed mappings are touched (read
+from /proc/self/maps): dropping a clean file page loses nothing — a later read faults it in again
+from the file — whereas on anonymous memory MADV_DONTNEED would zero live data. (A private mapping's
+page written to would lose the write; the loaders never write into their mappings.) Only whole pages
 inside the tensor are dropped; a page shared with a neighbouring tensor stays. Elsewhere than Linux
-it does nothing.
+it does nothing. `return_freed_memory` hands the heap's freed pages back to the OS (glibc keeps them).
 """
 
 from __future__ import annotations
@@ -21,10 +23,40 @@ import mmap
 import os
 from pathlib import Path
 
+import torch
 from torch import Tensor
 
 MADV_DONTNEED = 4
 _PAGE = mmap.PAGESIZE
+
+
+ROWS_BYTES = 1 << 24  # bytes of a source copied before its pages are dropped: 16 MiB
+
+
+def copy_releasing(target: Tensor, source: Tensor) -> Tensor:
+    """`target.copy_(source)` (any dtype and strides) a block of rows at a time, dropping each block's file
+    pages once copied; returns `target`."""
+    rows = source.shape[0]
+    step = max(1, ROWS_BYTES // max(1, source[0].numel() * source.element_size()))
+    for start in range(0, rows, step):
+        target[start : start + step].copy_(source[start : start + step])
+        release_file_pages(source[start : start + step])
+    return target
+
+
+def converted(source: Tensor, dtype: torch.dtype) -> Tensor:
+    """`source.to(dtype)`, copied block by block with the file pages dropped as it goes (no copy if in dtype)."""
+    if source.dtype == dtype or source.dim() == 0:
+        return source
+    return copy_releasing(torch.empty(source.shape, dtype=dtype), source)
+
+
+def return_freed_memory() -> None:
+    """Hand the heap's freed pages (replaced weights, temporaries) back to the OS; glibc keeps them otherwise."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim, or no way to
+        pass
 
 
 def release_file_pages(source: Tensor, replacement: Tensor | None = None) -> int:
