@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--stop", action="append", default=[], help="stop sequence (repeatable)")
     generate.add_argument("--top-n", type=int, default=5, help="alternatives per token in --json output")
     generate.add_argument("--json", action="store_true", help="one JSON object per generated token")
+    generate.add_argument("--compile-decode", action="store_true",
+                          help="compile the decode step with torch.compile first (10-60 s; pays on small models, "
+                               "see README, Speed)")
 
     info = commands.add_parser("info", help="describe a checkpoint")
     _add_model_arguments(info)
@@ -140,8 +143,10 @@ def run_generate(args) -> int:
         shown = ", ".join(f"{k} {v}" for k, v in from_model.items())
         print(f"[model defaults from generation_config.json: {shown}; flags override them]", file=sys.stderr)
     prompt = apply_template(args.template, args.prompt, args.system)
+    if args.compile_decode:
+        _compile_decode(loaded.model)
     stream = generate_stream(loaded.model, loaded.tokenizer, prompt, params, top_n=args.top_n,
-                             eos_ids=loaded.eos_ids)
+                             eos_ids=loaded.eos_ids, compile_decode=args.compile_decode)
     last = None
     try:
         for last in stream:
@@ -162,6 +167,20 @@ def run_generate(args) -> int:
             print(f"[{last.index + 1} tokens, {rate:.1f} tokens/s, stop: {last.stop_reason.value}, seed {last.seed}]",
                   file=sys.stderr)
     return 0
+
+
+def _compile_decode(model) -> None:
+    """Compile the model's decode step before generating (the app compiles in the background instead)."""
+    from .kernels.compiled_decode import compiled_decoder
+
+    decoder = compiled_decoder(model)
+    if decoder is None:
+        print("[--compile-decode: this model decodes eagerly (dynamic RoPE or a device map)]", file=sys.stderr)
+        return
+    decoder.start()
+    state = decoder.wait()
+    detail = f"in {decoder.seconds:.0f} s" if state == "ready" else f"failed, decoding eagerly: {decoder.error}"
+    print(f"[decode step compiled {detail}]" if state == "ready" else f"[decode step {detail}]", file=sys.stderr)
 
 
 def _token_json(record) -> dict:

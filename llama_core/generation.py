@@ -12,7 +12,8 @@ import torch
 from torch import Tensor
 
 from .errors import ParameterError, TokenizerError
-from .model import Transformer
+from .kernels.compiled_decode import compiled_decoder
+from .model import ForwardOutput, Transformer
 from .sampling import SamplingParams, sample, sampler_stages
 from .tokenizer import StreamDecoder, Tokenizer
 
@@ -105,6 +106,7 @@ def generate_stream(
     attention_budget: int = DEFAULT_ATTENTION_BUDGET,
     fit_context: bool = False,
     eos_ids: Iterable[int] | None = None,
+    compile_decode: bool = False,
 ) -> Iterator[StepRecord]:
     """Yield one `StepRecord` per generated token; the last one carries the stop reason.
 
@@ -116,9 +118,15 @@ def generate_stream(
 
     Embedding rows beyond the tokenizer's vocabulary (padding) name no token: they are never
     sampled, shown or counted in a distribution.
+
+    `compile_decode=True` decodes with the model's `torch.compile`d static step once it is compiled
+    (in the background; eager until then, and for steps that capture attention): see
+    `kernels/compiled_decode.py` for when that pays.
     """
     if isinstance(top_n, bool) or not isinstance(top_n, int) or not 0 <= top_n <= MAX_TOP_N:
         raise ParameterError("top_n", f"an integer in [0, {MAX_TOP_N}]", top_n)
+    if not isinstance(compile_decode, bool):
+        raise ParameterError("compile_decode", "True or False", compile_decode)
     vocab = tokenizer.vocab_size  # logits beyond it are padding rows
     if vocab > model.args.vocab_size:
         raise TokenizerError(f"the tokenizer has {vocab} tokens but the model only {model.args.vocab_size} "
@@ -151,6 +159,7 @@ def generate_stream(
     capture = capture_attention and heads * len(prompt_ids) ** 2 <= attention_left
     attention_left = attention_left if capture else 0  # rows without the prompt's square are not worth keeping
     cache = model.new_cache(max_len=len(prompt_ids) + budget)
+    compiled = compiled_decoder(model) if compile_decode else None
     out = model(torch.tensor([prompt_ids]), cache, capture_attention=capture, last_only=True)
     for index in range(budget):
         logits = out.logits[0, -1, :vocab]  # dropping padding rows = their logits at -inf, at no cost
@@ -186,7 +195,9 @@ def generate_stream(
         if stop_reason is not None:
             return
         capture = capture_attention and heads * (cache.length + 1) <= attention_left
-        out = model(torch.tensor([[token]]), cache, capture_attention=capture)
+        logits = compiled.step(token, cache) if compiled is not None and not capture else None
+        out = ForwardOutput(logits) if logits is not None else model(torch.tensor([[token]]), cache,
+                                                                     capture_attention=capture)
 
 
 def _eos_set(tokenizer: Tokenizer, eos_ids: Iterable[int] | None) -> frozenset[int]:
