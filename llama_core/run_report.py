@@ -54,7 +54,7 @@ def replay(report: dict, loaded: LoadedModel) -> dict:
     prompt_ids = [t["token_id"] for t in report["prompt_tokens"]]
     expected = [t["token_id"] for t in report["tokens"]]
     produced = [s.token_id for s in generate_stream(loaded.model, loaded.tokenizer, prompt_ids,
-                                                    sampling_params_of(report))][: len(expected)]
+                                                    sampling_params_of(report), eos_ids=loaded.eos_ids)][: len(expected)]
     first_difference = next((i for i, (a, b) in enumerate(zip(expected, produced)) if a != b), None)
     same_weights = report["model_identity"]["weights"] == weights_fingerprint(loaded.model)
     return {"tokens_match": produced == expected, "first_difference": first_difference, "expected": expected,

@@ -101,7 +101,8 @@ def run_pair(registry: ModelRegistry, labels: tuple[str, str], prompt: str, temp
             ids = encode_prompt(loaded.tokenizer, apply_template(template, prompt, ""))
             budget = min(params.max_new_tokens, loaded.args.max_seq_len - len(ids))
             steps = list(generate_stream(loaded.model, loaded.tokenizer, ids,
-                                         SamplingParams(**{**params.__dict__, "max_new_tokens": max(1, budget)})))
+                                         SamplingParams(**{**params.__dict__, "max_new_tokens": max(1, budget)}),
+                                         eos_ids=loaded.eos_ids))
         except ParameterError as error:
             raise gr.Error(f"{label}: {error}") from None
         runs.append((loaded, ids, steps, _decode_rate(steps)))
@@ -109,7 +110,8 @@ def run_pair(registry: ModelRegistry, labels: tuple[str, str], prompt: str, temp
     if a.args.vocab_size != b.args.vocab_size:
         raise gr.Error("these two models have different vocabularies: nothing to compare token by token")
     sequence = (ids + [s.token_id for s in steps_a])[: min(a.args.max_seq_len, b.args.max_seq_len)]
-    divergence = compare_on_tokens(a.model, b.model, sequence)
+    # Padding rows past the tokenizer name no token: leave them out of both distributions.
+    divergence = compare_on_tokens(a.model, b.model, sequence, min(a.tokenizer.vocab_size, b.tokenizer.vocab_size))
     names = (labels[0].split(" (")[0], labels[1].split(" (")[0])
     figure = divergence_figure(divergence, [a.tokenizer.piece(i) for i in sequence], names)
     generated = divergence.argmax_agree[len(ids) - 1:]
@@ -152,7 +154,7 @@ def make_insight_handlers(registry: ModelRegistry):
         params = sampler_of(settings, record.seed, budget)
         child = RunRecord.start(record.model_name, loaded.tokenizer, record.prompt, prompt_ids, settings)
         forced_text = "".join(s.text for s in record.steps[: int(step_index)]) + loaded.tokenizer.piece(int(token_id))
-        for step in generate_stream(loaded.model, loaded.tokenizer, prompt_ids, params):
+        for step in generate_stream(loaded.model, loaded.tokenizer, prompt_ids, params, eos_ids=loaded.eos_ids):
             child.add(step)
         branches = list(branches or [{"label": "main run", "record": record, "prefix": ""}])
         label = f"branch {len(branches)}: step {step_index} → {visible_piece(loaded.tokenizer.piece(int(token_id)))!r}"
