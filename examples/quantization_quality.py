@@ -28,8 +28,8 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from llama_core.errors import ParameterError  # noqa: E402
-from llama_core.loading import load_checkpoint  # noqa: E402
+from llama_core.errors import ParameterError
+from llama_core.loading import load_checkpoint
 
 MODES = {
     "fp32": {"dtype": "fp32"}, "bf16": {"dtype": "bf16", "fast_layout": False}, "int8": {"quantize": "int8"},

@@ -22,6 +22,7 @@ from torch import Tensor
 from .config import ModelArgs, parameter_count
 from .errors import CheckpointError, ParameterError, TokenizerError
 from .formats.gguf import GGUF_MAGIC, GGUFCheckpoint, read_gguf, stored_gguf_bytes
+from .formats.gguf_tensors import QuantizedTensor
 from .formats.hf import WEIGHT_LAYOUTS, load_hf_checkpoint, weight_files
 from .formats.hf_config import read_generation_config
 from .formats.hub import download_snapshot, is_hub_id
@@ -29,7 +30,6 @@ from .formats.llama2c import load_llama2c, read_header
 from .formats.meta import load_meta_checkpoint, shard_files, vocab_from_tokenizer
 from .formats.tensor_checks import check_finite, check_names_and_shapes, untie
 from .formats.tensor_files import CheckpointTensors, file_signature, read_json, stored_bytes
-from .formats.gguf_tensors import QuantizedTensor
 from .kernels.dtype_choice import NAMES, KernelChoice, choose_dtype, fits_fp16_exactly
 from .kernels.page_release import converted as convert_releasing
 from .kernels.page_release import release_file_pages

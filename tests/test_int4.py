@@ -12,7 +12,6 @@ from llama_core.kernels.int8 import Int8Linear, is_quantized
 from llama_core.model import Transformer
 
 from conftest import tiny_args
-from numerics import top2_margin
 
 pytestmark = pytest.mark.numerics
 

@@ -51,7 +51,6 @@ def make_checkpoint(directory: Path, dtype: torch.dtype, args=None) -> None:
 def worker(directory: str, options: dict) -> dict:
     sys.path.insert(0, str(ROOT))
     from llama_core import load_checkpoint
-
     from llama_core.kernels.page_release import return_freed_memory
 
     # A first load imports what loading needs and runs the kernel probe (once per machine): neither is

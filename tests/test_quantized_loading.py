@@ -13,7 +13,7 @@ from llama_core.errors import ParameterError
 from llama_core.formats.gguf_tensors import QuantizedTensor
 from llama_core.formats.hf import save_hf_checkpoint
 from llama_core.generation import generate_stream
-from llama_core.kernels.int4 import Int4Linear, dequantize_groups
+from llama_core.kernels.int4 import Int4Linear
 from llama_core.kernels.int8 import Int8Linear
 from llama_core.kernels.quantized_model import gguf_module, parse_quantize
 from llama_core.model import Transformer

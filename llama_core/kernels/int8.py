@@ -19,7 +19,6 @@ from torch import Tensor, nn
 from ..model import Transformer
 from .page_release import release_file_pages
 
-
 CHUNK_ELEMENTS = 1 << 22  # weights quantized at a time: bounds each fp32 temporary to 16 MiB at load
 
 

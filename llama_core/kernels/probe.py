@@ -156,25 +156,27 @@ def _time_kernels(threads: int) -> tuple[dict[str, float], float]:
     n, k = PROBE_SHAPE
     weight = torch.empty(n, k).uniform_(-0.05, 0.05, generator=torch.Generator().manual_seed(0))
     x = torch.empty(1, k).uniform_(-1, 1, generator=torch.Generator().manual_seed(1))
+    bf16, fp16 = weight.to(torch.bfloat16), weight.to(torch.float16)
+    # kind → (function, its arguments): each a 1×K by N×K product in that kernel.
     products = {
-        "fp32": (lambda w: lambda: F.linear(x, w))(weight),
-        "fp32-input-major": (lambda w: lambda: F.linear(x, w))(weight.t().contiguous().t()),
+        "fp32": (F.linear, (x, weight)),
+        "fp32-input-major": (F.linear, (x, weight.t().contiguous().t())),
+        "bf16": (F.linear, (x.to(torch.bfloat16), bf16)),
+        "fp16": (F.linear, (x.to(torch.float16), fp16)),
+        "int8": (Int8Linear(weight), (x,)),
+        "int4": (Int4Linear.from_float(weight, 32), (x,)),
     }
-    for kind, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
-        products[kind] = (lambda w, v: lambda: F.linear(v, w))(weight.to(dtype), x.to(dtype))
-    int8, int4 = Int8Linear(weight), Int4Linear.from_float(weight, 32)
-    products["int8"], products["int4"] = (lambda: int8(x)), (lambda: int4(x))
-    for product in products.values():
-        product()  # the first call pays for allocation and kernel selection
+    for function, arguments in products.values():
+        function(*arguments)  # the first call pays for allocation and kernel selection
     best = dict.fromkeys(products, float("inf"))
     wall, cpu = time.perf_counter(), _cpu_seconds()
     for _ in range(ROUNDS):
-        for kind, product in products.items():
+        for kind, (function, arguments) in products.items():
             start = time.perf_counter()
-            product()
+            function(*arguments)
             best[kind] = min(best[kind], time.perf_counter() - start)
     share = (_cpu_seconds() - cpu) / ((time.perf_counter() - wall) * threads)
-    del products, int8, int4, weight
+    del products, weight, bf16, fp16
     return_freed_memory()  # the probe's ~150 MB of matrices: not to stay in the heap of the process that loads
     return {kind: round(n * k * BYTES_PER_WEIGHT[kind] / seconds / 1e9, 2) for kind, seconds in best.items()}, share
 
