@@ -70,10 +70,12 @@ def attention_figure(matrix: np.ndarray, pieces: list[str], layer: int, head: in
         margin={"l": 10, "r": 10, "t": 120, "b": 10},
     )
     if n > 40:  # a tall map: the key labels at its foot too, on an axis that zooms with the top one
-        figure.add_trace(go.Scatter(x=[labels[0], labels[-1]], y=[labels[-1], labels[-1]], xaxis="x2", mode="markers",
+        # An invisible trace carries that axis; on a y axis of its own, so the map's y ticks stay where they are.
+        figure.add_trace(go.Scatter(x=[labels[0], labels[-1]], y=[0, 0], xaxis="x2", yaxis="y2", mode="markers",
                                     marker={"opacity": 0}, hoverinfo="skip", showlegend=False))
         figure.update_layout(xaxis2={"overlaying": "x", "matches": "x", "side": "bottom", "tickangle": -60,
-                                     "nticks": max(4, min(n, 60)), **ticks}, margin={"b": 110})
+                                     "nticks": max(4, min(n, 60)), **ticks},
+                             yaxis2={"overlaying": "y", "visible": False}, margin={"b": 110})
     return figure
 
 
@@ -129,10 +131,19 @@ def heads_figure(matrix: np.ndarray, layer: int, n_kv_heads: int) -> go.Figure:
     return figure
 
 
-def _attended_keys(rows: np.ndarray, max_keys: int, min_weight: float) -> list[int]:
-    """The keys worth a line: each head's strongest (≥ min_weight), the first token always, at most max_keys."""
-    best = rows.max(axis=0)
-    candidates = [k for k in np.argsort(-best) if best[k] >= min_weight][:max_keys]
+def _head_lines(rows: np.ndarray, min_weight: float, per_head: int = 3) -> np.ndarray:
+    """(H, keys) bool: the lines to draw, a head's weights ≥ min_weight and its `per_head` strongest keys in any case
+    (so a head that spreads its attention thin still shows where it looks most)."""
+    strongest = np.zeros_like(rows, dtype=bool)
+    top = np.argsort(-rows, axis=1)[:, :per_head]
+    np.put_along_axis(strongest, top, True, axis=1)
+    return strongest | (rows >= min_weight)
+
+
+def _attended_keys(rows: np.ndarray, lines: np.ndarray, max_keys: int) -> list[int]:
+    """The keys listed: those with a line, the heaviest first up to max_keys, the first token always."""
+    best = np.where(lines, rows, -1.0).max(axis=0)
+    candidates = [int(k) for k in np.argsort(-best) if best[k] >= 0][:max_keys]
     return sorted(set(candidates) | {0})
 
 
@@ -140,9 +151,11 @@ def head_view_figure(weights: np.ndarray, pieces: list[str], layer: int, query: 
                      max_keys: int = 24, min_weight: float = 0.02) -> go.Figure:
     """The selected token (left) and the tokens it attends to (right), a line per head in that head's colour,
     as thick and opaque as its weight. Keys are listed in text order with their positions; only keys some head
-    gives ≥ `min_weight` are listed (the first token always), so the view reads the same at any length."""
+    gives ≥ `min_weight`, and each head's three strongest, are listed (the first token always), so the view reads
+    the same at any length."""
     rows = np.asarray(weights[:, query, : query + 1], dtype=np.float32)  # (H, query + 1)
-    keys = _attended_keys(rows, max_keys, min_weight)
+    lines = _head_lines(rows, min_weight)
+    keys = _attended_keys(rows, lines, max_keys)
     n_heads = rows.shape[0]
     ys = {k: i for i, k in enumerate(keys)}
     middle = (len(keys) - 1) / 2
@@ -151,7 +164,7 @@ def head_view_figure(weights: np.ndarray, pieces: list[str], layer: int, query: 
         colour = HEAD_COLOURS[h % len(HEAD_COLOURS)]
         # Lines bucketed by weight (4 widths/opacities a head) instead of one trace a line.
         for bucket, (low, high) in enumerate(((0.0, 0.1), (0.1, 0.3), (0.3, 0.6), (0.6, 1.01))):
-            chosen = [k for k in keys if low <= rows[h, k] < high and rows[h, k] >= min_weight]
+            chosen = [k for k in keys if low <= rows[h, k] < high and lines[h, k]]
             xs, ys_line = [], []
             for k in chosen:
                 xs += [0, 1, None]
@@ -177,7 +190,7 @@ def head_view_figure(weights: np.ndarray, pieces: list[str], layer: int, query: 
         legend={"title": "click a head to hide it"},
         title={"text": f"Head view: what token {query} ({plain_label(pieces[query], 20)}) attends to, layer {layer}",
                "subtitle": {"text": f"one colour per head; thicker = more weight; keys with ≥ {min_weight:.0%} from "
-                                    f"some head{shared}"}},
+                                    f"some head, and each head's 3 strongest{shared}"}},
     )
     return figure
 

@@ -4,6 +4,7 @@ by side, a scored text, and the Chinchilla calculator. Pure functions: data in, 
 from __future__ import annotations
 
 import html
+import math
 
 import numpy as np
 import plotly.graph_objects as go
@@ -16,6 +17,7 @@ from .lens_figure import logit_lens_figure  # noqa: F401 (its own module now; ca
 from .pipeline_figure import STAGE_TITLES, pipeline_figure  # noqa: F401 (likewise)
 from .published import PublishedModel, chinchilla_law, chinchilla_loss, chinchilla_tokens_per_param, compute_optimal
 from .run_figures import CHOSEN, probability_colour, visible_piece
+from .scaling_figures import label_sides
 from .scoring import Divergence, TextScore
 
 def divergence_figure(divergence: Divergence, pieces: list[str], names: tuple[str, str]) -> go.Figure:
@@ -43,8 +45,8 @@ def scored_text_html(score: TextScore, first_piece: str = "") -> str:
         spans.append(f'<span class="tok scored" data-index="{t.index}" title="{html.escape(title)}" '
                      f'style="background:{probability_colour(t.prob)}">{html.escape(t.piece)}</span>')
     return ('<div class="scored-text" style="white-space:pre-wrap;line-height:1.9;font-family:ui-monospace,monospace">'
-            f'{"".join(spans)}</div><p><b>perplexity {score.perplexity:.2f}</b> · {score.mean_nll:.3f} nats/token over '
-            f'{len(score.tokens)} tokens</p>')
+            f'{"".join(spans)}</div><p><b>perplexity {score.perplexity:.2f}</b> · {score.mean_nll / math.log(2):.3f} '
+            f'bits/token over {len(score.tokens)} tokens (bits, as in the surprisal chart)</p>')
 
 
 def surprisal_figure(scores: dict[str, TextScore]) -> go.Figure:
@@ -67,15 +69,24 @@ def chinchilla_figure(plan: ChinchillaPlan, published: list[PublishedModel], our
     line = [compute_optimal(float(c)) for c in budgets]
     fig.add_scatter(x=[n for n, _ in line], y=[d for _, d in line], mode="lines", name="compute-optimal (fitted law)",
                     line={"color": "#2ca02c", "dash": "dash"}, hoverinfo="skip")
-    for family in ("LLaMA", "GPT-3", "Chinchilla", "Gopher", "PaLM", "Llama 2"):
-        ms = [m for m in published if m.family == family and m.training_tokens]
+    families = ("LLaMA", "GPT-3", "Chinchilla", "Gopher", "PaLM", "Llama 2")
+    shown = [m for m in published if m.family in families and m.training_tokens]
+    # Each label on the side where it overlaps the fewest others (LLaMA, PaLM and Chinchilla crowd together).
+    points = [(m.name, m.params_b * 1e9, m.training_tokens) for m in shown] + [(p["name"], p["params"], p["tokens"])
+                                                                              for p in ours]
+    side = dict(zip([name for name, _, _ in points], label_sides([math.log10(n) for _, n, _ in points],
+                                                                  [math.log10(d) for _, _, d in points],
+                                                                  [name for name, _, _ in points]))) if points else {}
+    for family in families:
+        ms = [m for m in shown if m.family == family]
         if ms:
             fig.add_scatter(x=[m.params_b * 1e9 for m in ms], y=[m.training_tokens for m in ms], mode="markers+text",
-                            name=family, text=[m.name for m in ms], textposition="top center",
-                            hovertemplate="%{text}: %{x:.3s} params, %{y:.3s} tokens<extra></extra>")
+                            name=family, text=[m.name for m in ms], textposition=[side[m.name] for m in ms],
+                            cliponaxis=False, hovertemplate="%{text}: %{x:.3s} params, %{y:.3s} tokens<extra></extra>")
     if ours:
         fig.add_scatter(x=[p["params"] for p in ours], y=[p["tokens"] for p in ours], mode="markers+text",
-                        name="our models", text=[p["name"] for p in ours], textposition="bottom center",
+                        name="our models", text=[p["name"] for p in ours], textposition=[side[p["name"]] for p in ours],
+                        cliponaxis=False,
                         marker={"symbol": "diamond", "size": 11},
                         hovertemplate="%{text}: %{x:.3s} params, %{y:.3s} tokens<extra></extra>")
     fig.add_scatter(x=[plan.n_params], y=[plan.tokens], mode="markers", name="your plan",
@@ -92,11 +103,16 @@ def chinchilla_figure(plan: ChinchillaPlan, published: list[PublishedModel], our
 
 
 def plan_markdown(plan: ChinchillaPlan) -> str:
+    rule = chinchilla_tokens_per_param()
     return (f"**Compute** {plan.flops:.3g} FLOPs · **your split** {plan.n_params:.3g} parameters × {plan.tokens:.3g} "
             f"tokens ({plan.tokens_per_param:.1f} tokens/param), predicted loss **{plan.loss:.3f}** · "
             f"**compute-optimal** {plan.n_opt:.3g} × {plan.d_opt:.3g} ({plan.d_opt / plan.n_opt:.1f} tokens/param), "
             f"loss **{plan.loss_opt:.3f}** ({plan.loss_above_optimal:+.3f} for your split). Losses are in "
-            "nats/token of the fitted law (Hoffmann et al. 2022, App. D.2) on their data, not on our corpus.")
+            "nats/token of the fitted law (Hoffmann et al. 2022, App. D.2) on their data, not on our corpus.\n\n"
+            f"Why {plan.d_opt / plan.n_opt:.0f} and not the ~{rule:.0f} tokens/param of the charts above: ~{rule:.0f} "
+            "is Chinchilla's own allocation (70B parameters on 1.4T tokens; Hoffmann et al. 2022, Table 3, their "
+            "approach 1), while this optimum minimises their approach-3 fitted law L = E + A/N^α + B/D^β with the "
+            "App. D.2 constants, which puts more tokens per parameter as compute grows.")
 
 
 def inference_sources() -> str:

@@ -24,7 +24,7 @@ from .attention_figures import attention_text_html
 from .run_figures import TOKEN_VIEW_STYLE, branch_figure, probability_entropy_figure, token_html
 from .run_record import RunRecord
 
-MAX_REPORT_BYTES = 5_000_000
+MAX_PAGE_BYTES = 5_000_000  # the most one report page may weigh (issue 14)
 STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}pre{white-space:pre-wrap;"
          "background:#f6f6f6;padding:1em}td,th{text-align:left;padding:2px 8px}.tok{border-radius:3px;padding:0 1px}"
          ".ws{color:#aaa}.cont{display:inline-block;width:4px;height:1em}.figure{min-height:320px}")

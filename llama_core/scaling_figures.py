@@ -40,7 +40,7 @@ def _overlap(p: tuple, q: tuple) -> float:
     return max(0, min(p[2], q[2]) - max(p[0], q[0])) * max(0, min(p[3], q[3]) - max(p[1], q[1]))
 
 
-def _text_positions(xs: list[float], ys: list[float], names: list[str]) -> list[str]:
+def label_sides(xs: list[float], ys: list[float], names: list[str]) -> list[str]:
     """Label sides that least overlap other labels and markers: greedy from the top, then two passes of repair."""
     # As drawn (log10 on log axes, padded as the axes are), scaled to a ~770 x 390 px plot area; a char is ~8.5 px.
     x, y, px, py = np.asarray(xs), np.asarray(ys), 1 / 770, 1 / 390
@@ -70,7 +70,7 @@ def _add_families(fig: go.Figure, models: list[PublishedModel], y: dict[str, flo
                   y_hover: str, log_y: bool = False, lines: bool = False) -> list[PublishedModel]:
     """One labelled trace per family; y maps a model's name to its value, models without one are skipped."""
     plotted = sorted((m for m in models if y.get(m.name) is not None), key=lambda m: m.params_b)
-    sides = _text_positions([math.log10(m.params_b) for m in plotted],
+    sides = label_sides([math.log10(m.params_b) for m in plotted],
                             [math.log10(y[m.name]) if log_y else y[m.name] for m in plotted], [m.name for m in plotted])
     side_of = {m.name: side for m, side in zip(plotted, sides)}
     for family, (colour, symbol) in FAMILY_STYLE.items():
@@ -174,14 +174,18 @@ def isoflop_profiles_figure(results: dict, fits: list[IsoFlopFit]) -> go.Figure:
         edge = fit.at_edge
         fig.add_scatter(x=[fit.n_opt], y=[fit.loss_opt], mode="markers+text", legendgroup=label, showlegend=False,
                         text=[f"N_opt {fit.n_opt / 1e6:.2f}M" + (" (grid edge)" if edge else "")],
-                        textposition="bottom right" if fit.n_opt <= n[0] else "bottom center",  # inside the axes
+                        textposition="bottom right" if fit.n_opt <= n[0] else "bottom center", cliponaxis=False,
                         textfont={"color": colour}, marker={"symbol": "star-open" if edge else "star", "size": 18, "color": colour,
                                 "line": {"width": 1.5, "color": colour if edge else "black"}},
                         hovertemplate=f"optimum N = {fit.n_opt:.3g}, D = {fit.d_opt:.3g}<br>{fit.tokens_per_param:.1f}"
                                       f" tokens/param<br>loss {fit.loss_opt:.3f}<extra></extra>")
     fig.update_xaxes(type="log", title="parameters N (log scale)",
                      range=_log_range([r["n_params"] for r in results["runs"]] or [1e5, 1e7]))
-    fig.update_yaxes(title="final validation loss (nats/token)")
+    losses = [r["val_loss"] for r in results["runs"]] + [f.loss_opt for f in fits] or [0.0, 1.0]
+    span = (max(losses) - min(losses)) or 1.0
+    # Room under the lowest optimum for its "N_opt" label, which sits below its star.
+    fig.update_yaxes(title="final validation loss (nats/token)", range=[min(losses) - 0.12 * span,
+                                                                         max(losses) + 0.05 * span])
     return _style(fig, "IsoFLOP profiles: loss vs model size at fixed compute (★ parabola minimum, ☆ at grid edge)")
 
 
@@ -233,20 +237,22 @@ def our_models_figure(points: list[dict]) -> go.Figure:
     scored = [p for p in points if p.get("val_loss") is not None]  # a user checkpoint has speed only
     panels = [("val_loss", scored, "validation loss (nats/token)", "#1f77b4", "linear")]
     panels += [("tokens_per_s", speed, "measured tokens/s (log scale)", "#ff7f0e", "log")] if speed else []
+    readable = {"val_loss": ("validation loss", "nats/token"), "tokens_per_s": ("decode speed", "tokens/s")}
     fig = make_subplots(rows=1, cols=len(panels), horizontal_spacing=0.12,
                         subplot_titles=["validation loss", "decode speed measured here (latest run)"][:len(panels)])
     for col, (key, pts, title, colour, y_type) in enumerate(panels, start=1):
         # One series per group (e.g. the same-tokens models, the same-compute ones): a line joins models
         # that differ in one thing only. Points without a group (older callers) make one series.
-        groups = list(dict.fromkeys(p.get("group", key) for p in pts))
+        what, unit = readable[key]
+        groups = list(dict.fromkeys(p.get("group", what) for p in pts))
         for i, group in enumerate(groups):
-            members = [p for p in pts if p.get("group", key) == group]
+            members = [p for p in pts if p.get("group", what) == group]
             fig.add_scatter(x=[p["params"] for p in members], y=[p[key] for p in members], mode="lines+markers+text",
                             name=group, text=[p["name"] for p in members], textposition="top center",
                             line={"dash": "dot"}, legendgroup=group, showlegend=col == 1 and len(groups) > 1,
                             marker={"size": 12, "color": colour, "symbol": ["circle", "diamond", "square"][i % 3]},
                             row=1, col=col,
-                            hovertemplate=f"%{{text}}: %{{x:.3s}} params<br>{key} %{{y:.3g}}<extra></extra>")
+                            hovertemplate=f"%{{text}}: %{{x:.3s}} params<br>{what} %{{y:.3g}} {unit}<extra></extra>")
         fig.update_xaxes(type="log", title="parameters (log scale)", range=_log_range([p["params"] for p in pts], 0.4),
                          row=1, col=col)
         fig.update_yaxes(type=y_type, title=title, row=1, col=col)

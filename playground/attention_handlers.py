@@ -1,8 +1,9 @@
 """Handlers of the Attention tab: plain functions of the session's latest run and the tab's controls.
 
-Each draws only what its control changes: a new run or layer redraws everything, a head redraws the
-map and the shaded text, a clicked token (the query) the shaded text and the head view. A layer's
-weights are assembled from the run's rows on demand (an L-th of the whole matrix).
+Each draws only what its control changes: a new run or layer redraws everything (a new run in three
+stages, fastest first), a head the map and the shaded text, a clicked token (the query) the shaded
+text and the head view. A layer's weights are assembled from the run's rows on demand (an L-th of the
+whole matrix).
 """
 
 from __future__ import annotations
@@ -34,52 +35,56 @@ def make_attention_handlers(registry: ModelRegistry):
         except Exception:  # noqa: BLE001 — the model was swapped out or broke since: draw without groups
             return record.attention_shape[1]
 
-    def empty(message: str) -> tuple:
-        note = gr.update(value=message, visible=True)
-        hidden = gr.update(value=None, visible=False)
-        return (gr.update(value=0, maximum=1), gr.update(choices=["mean"], value="mean"), 0, note,
-                gr.update(value="", visible=False), hidden, hidden, hidden)
-
-    def after_run(record: RunRecord | None):
-        """Every panel of the tab for a new run: layer 0, the mean over heads, the last query position.
-
-        Returns (layer slider, head menu, query, empty note, shaded text, head view, map, heads grid)."""
-        if record is None or not record.steps:
-            return empty(NO_RUN)
-        shape = record.attention_shape
+    def controls_and_text(record: RunRecord | None):
+        """A new run's first stage: layer 0, the mean over heads, the last query position, and what is drawn
+        fastest: (layer slider, head menu, query, empty-tab note, shaded text, head view)."""
+        shape = None if record is None or not record.steps else record.attention_shape
         if shape is None:
-            return empty(NOT_RECORDED)
+            note = NO_RUN if record is None or not record.steps else NOT_RECORDED
+            return (gr.update(value=0, maximum=1), gr.update(choices=["mean"], value="mean"), 0,
+                    gr.update(value=note, visible=True), gr.update(value="", visible=False),
+                    gr.update(value=None, visible=False))
         layers, heads, n_queries = shape
         query = n_queries - 1
         weights, pieces = record.attention_layer(0), record.all_pieces()
-        shown = {"visible": True}
         return (gr.update(value=0, maximum=max(1, layers - 1)),  # a slider needs minimum < maximum
                 gr.update(choices=["mean"] + [str(h) for h in range(heads)], value="mean"), query,
                 gr.update(value="", visible=False),
-                gr.update(value=attention_text_html(weights, pieces, query, None), **shown),
-                gr.update(value=head_view_figure(weights, pieces, 0, query, kv_heads(record)), **shown),
-                gr.update(value=attention_figure(weights, pieces, 0, None), **shown),
-                gr.update(value=heads_figure(weights, 0, kv_heads(record)), **shown))
+                gr.update(value=attention_text_html(weights, pieces, query, None), visible=True),
+                gr.update(value=head_view_figure(weights, pieces, 0, query, kv_heads(record)), visible=True))
 
-    def redraw_layer(record: RunRecord | None, layer, head, query):
-        """A new layer: (shaded text, head view, map, heads grid)."""
+    def map_of(record: RunRecord | None, layer, head):
+        """The map of the layer's head (or mean), shown; hidden when the run kept no attention."""
         if record is None or record.attention_shape is None:
-            return (gr.skip(),) * 4
-        layers, _, n_queries = record.attention_shape
-        layer, query, head = _clamp(layer, layers - 1), _clamp(query, n_queries - 1), _head_index(head)
-        weights, pieces = record.attention_layer(layer), record.all_pieces()
-        return (attention_text_html(weights, pieces, query, head),
-                head_view_figure(weights, pieces, layer, query, kv_heads(record)),
-                attention_figure(weights, pieces, layer, head), heads_figure(weights, layer, kv_heads(record)))
+            return gr.update(value=None, visible=False)
+        layer = _clamp(layer, record.attention_shape[0] - 1)
+        figure = attention_figure(record.attention_layer(layer), record.all_pieces(), layer, _head_index(head))
+        return gr.update(value=figure, visible=True)
 
-    def redraw_head(record: RunRecord | None, layer, head, query):
-        """A new head (or the mean): (shaded text, map)."""
+    def heads_of(record: RunRecord | None, layer):
+        """Every head of the layer, shown; hidden when the run kept no attention."""
+        if record is None or record.attention_shape is None:
+            return gr.update(value=None, visible=False)
+        layer = _clamp(layer, record.attention_shape[0] - 1)
+        return gr.update(value=heads_figure(record.attention_layer(layer), layer, kv_heads(record)), visible=True)
+
+    def text_and_view(record: RunRecord | None, layer, head, query):
+        """After a layer change: (shaded text, head view)."""
         if record is None or record.attention_shape is None:
             return gr.skip(), gr.skip()
         layers, _, n_queries = record.attention_shape
-        layer, query, head = _clamp(layer, layers - 1), _clamp(query, n_queries - 1), _head_index(head)
+        layer, query = _clamp(layer, layers - 1), _clamp(query, n_queries - 1)
         weights, pieces = record.attention_layer(layer), record.all_pieces()
-        return attention_text_html(weights, pieces, query, head), attention_figure(weights, pieces, layer, head)
+        return (attention_text_html(weights, pieces, query, _head_index(head)),
+                head_view_figure(weights, pieces, layer, query, kv_heads(record)))
+
+    def text_of(record: RunRecord | None, layer, head, query):
+        """After a head change: the shaded text."""
+        if record is None or record.attention_shape is None:
+            return gr.skip()
+        layers, _, n_queries = record.attention_shape
+        layer, query = _clamp(layer, layers - 1), _clamp(query, n_queries - 1)
+        return attention_text_html(record.attention_layer(layer), record.all_pieces(), query, _head_index(head))
 
     def select_query(record: RunRecord | None, layer, head, evt: gr.EventData):
         """A token clicked in the shaded text becomes the query: (query, shaded text, head view)."""
@@ -94,5 +99,5 @@ def make_attention_handlers(registry: ModelRegistry):
         return (index, attention_text_html(weights, pieces, index, _head_index(head)),
                 head_view_figure(weights, pieces, layer, index, kv_heads(record)))
 
-    return {"after_run": after_run, "redraw_layer": redraw_layer, "redraw_head": redraw_head,
-            "select_query": select_query}
+    return {"controls_and_text": controls_and_text, "map_of": map_of, "heads_of": heads_of,
+            "text_and_view": text_and_view, "text_of": text_of, "select_query": select_query}

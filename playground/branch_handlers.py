@@ -43,7 +43,7 @@ def generated_text(tokenizer, record: RunRecord, child: RunRecord) -> str:
 def make_branch_handlers(registry: ModelRegistry):
     def branch(record: RunRecord | None, step_index, token_id, branches: list | None):
         """Continue the run from `step_index` with `token_id` forced there, same sampler and seed:
-        (branch list, branch menu, branch text, branch chart)."""
+        (branch list, branch menu, the run's text, the branch's text, the branch beside the run)."""
         if record is None or not record.steps or token_id is None:
             raise gr.Error("Generate first, click a token, then pick an alternative to branch from")
         loaded = _loaded(registry, record.model_name)
@@ -63,14 +63,14 @@ def make_branch_handlers(registry: ModelRegistry):
         entry = {"label": label, "step": step_index, "token_id": token_id, "record": child,
                  "text": generated_text(loaded.tokenizer, record, child)}
         branches.append(entry)
-        return (branches, gr.update(choices=[b["label"] for b in branches], value=label), entry["text"],
+        return (branches, gr.update(choices=[b["label"] for b in branches], value=label), record.text, entry["text"],
                 branch_figure(record, child, step_index))
 
     def show_branch(label: str, branches: list | None, record: RunRecord | None):
         chosen = next((b for b in branches or [] if b["label"] == label), None)
         if chosen is None or record is None:
-            return gr.skip(), gr.skip()
-        return chosen["text"], branch_figure(record, chosen["record"], chosen["step"])
+            return gr.skip(), gr.skip(), gr.skip()
+        return record.text, chosen["text"], branch_figure(record, chosen["record"], chosen["step"])
 
     def export_report(record: RunRecord | None, selected_step, branches: list | None):
         """The run as JSON and as one HTML page (its branches and the selected step's attention in both)."""

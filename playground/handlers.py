@@ -23,14 +23,13 @@ from llama_core import GenerationError, ParameterError, SamplingParams, StopReas
 from llama_core.chat import chat_prompt, default_chat_template
 from llama_core.errors import ChatTemplateError, CheckpointError, TokenizerError
 from llama_core.generation import encode_prompt
-from llama_core.run_figures import alternatives_figure, probability_entropy_figure, token_html
+from llama_core.run_figures import token_html
 from llama_core.run_record import RunRecord
 
 from .access import RateLimiter, request_client_key
 from .controls import SLIDERS, check_context, check_field
 from .model_info import MODEL_DEFAULTS, default_slider_updates, model_info
 from .registry import ModelRegistry
-from .scaling_panel import our_models_plot
 
 # The fields of each generate endpoint, in the order of the handler's parameters.
 # A chat request has "messages" and "chat_template" where a generate request has "prompt" and "template".
@@ -39,9 +38,11 @@ API_FIELDS = ("prompt", "model", "max_new_tokens", "temperature", "top_k", "top_
               "seed", "stop", "template")
 API_DEFAULTS = {"system": "", "presence_penalty": 0.0, "frequency_penalty": 0.0, "capture_attention": False}
 PAGE_TOP_N, API_TOP_N = 10, 5  # alternatives recorded per token
-# What a finished page run draws at once (token view, alternatives, probability chart, selected step);
-# the Attention tab and the sampler pipeline follow in their own events (see app.py's after_run).
-RUN_PANELS = 4
+# What a finished page run fills at once besides its state: the token view (light HTML) and the selected
+# step; each inspecting tab draws its charts when it shows (playground/tabs/views.py).
+RUN_PANELS = 2
+NO_TOKENS = ('<p class="empty-note">No run yet (or the last one made no token): generate on the Generate or Chat '
+             'tab, and its tokens appear here coloured by probability.</p>')
 # Attention kept for the Attention tab lives in each session's state: 2^24 fp16 elements (32 MiB)
 # hold the bundled 16M model's whole 512-token window; bigger models keep what fits.
 ATTENTION_BUDGET = 2**24
@@ -115,6 +116,8 @@ def make_handlers(registry: ModelRegistry, limiter: RateLimiter | None = None):
             context = registry.load(label).args.max_seq_len if registry.is_loaded(label) else None
         except ParameterError as error:
             errors["model"], label, context = str(error), None, None
+        if label is not None and registry.get(label).source is None:  # a preset without its weights
+            errors["model"], label = registry.get(label).hint.replace("`", ""), None
         values = {}
         for name, value in fields.items():
             if name != "model":
@@ -172,6 +175,14 @@ def make_handlers(registry: ModelRegistry, limiter: RateLimiter | None = None):
                            "The previous model stays loaded.") from None
         limit = registry.load(label).args.max_seq_len - 1
         return info, gr.update(maximum=limit, value=min(int(max_new_tokens or 1), limit))
+
+    def after_switch(label: str, active: str):
+        """After a switch: (the session's model, the menu, the model line). A preset without weights was
+        only described: the menu returns to the model still loaded, and the line says so under the hint."""
+        if label in registry.choices and registry.get(label).source is not None:
+            return label, gr.skip(), gr.skip()
+        info = f"{model_info(registry, label)}\n\nThe menu is back on **{active}**, which stays loaded."
+        return gr.skip(), active, info
 
     def model_sampling_defaults(label: str):
         """After a switch: the sampling sliders show the checkpoint's own defaults (the user may then change them)."""
@@ -243,12 +254,11 @@ def make_handlers(registry: ModelRegistry, limiter: RateLimiter | None = None):
         yield True, (record.text, status_line(record, running=False)) + panels(record)
 
     def panels(record: RunRecord) -> tuple:
-        """The session state and what a finished run draws at once: tokens, alternatives, confidence, step."""
+        """The session state and what a finished run fills at once: the token view and the selected step."""
         if not record.steps:
-            return (record, "", None, None, 0)
+            return record, NO_TOKENS, 0
         selected = len(record.steps) - 1
-        return (record, token_html(record, selected), alternatives_figure(record, selected),
-                probability_entropy_figure(record), selected)
+        return record, token_html(record, selected), selected
 
     def stop(record: RunRecord | None):
         """After Stop cancelled the stream: mark the run and draw the panels from what it produced."""
@@ -258,21 +268,14 @@ def make_handlers(registry: ModelRegistry, limiter: RateLimiter | None = None):
             record.stop_reason = StopReason.CANCELLED
         return (record.text, status_line(record, running=False)) + panels(record)
 
-    def select_token(record: RunRecord | None, evt: gr.EventData):
-        index = getattr(evt, "index", None)
-        if record is None or not isinstance(index, int) or not 0 <= index < len(record.steps):
-            return gr.skip(), gr.skip(), gr.skip()
-        return token_html(record, index), alternatives_figure(record, index), index
-
     def record_speed(record: RunRecord | None, speeds: dict | None):
-        """After a run: keep its decode speed (per session) and redraw the our-models chart."""
+        """After a run: keep its decode speed (per session); the Scaling tab draws it when it shows."""
         rate = record.timing()["decode_tokens_per_s"] if record is not None and record.steps else None
         if not rate or not registry.is_loaded(record.model_name):
-            return gr.skip(), gr.skip()
+            return gr.skip()
         loaded = registry.load(record.model_name)
         name = (loaded.model_card or {}).get("name", record.model_name)
-        speeds = {**(speeds or {}), name: {"params": loaded.n_params, "tokens_per_s": round(rate, 1)}}
-        return speeds, our_models_plot(speeds)
+        return {**(speeds or {}), name: {"params": loaded.n_params, "tokens_per_s": round(rate, 1)}}
 
     def generate_json(prompt: str, model: str = "", max_new_tokens: float = 32, temperature: float = 0.0,
                       top_k: float = 0, top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
@@ -311,8 +314,8 @@ def make_handlers(registry: ModelRegistry, limiter: RateLimiter | None = None):
         yield result
 
     return {"switch_model": switch_model, "validate_stream": validate_stream, "generate": generate, "stop": stop,
-            "model_sampling_defaults": model_sampling_defaults, "check_request": check_request,
+            "model_sampling_defaults": model_sampling_defaults, "after_switch": after_switch, "check_request": check_request,
             "run_updates": run_updates, "json_run": json_run,
-            "select_token": select_token, "record_speed": record_speed,
+            "record_speed": record_speed,
             "validate_api": validate_api, "generate_json": generate_json}
 

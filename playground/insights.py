@@ -1,5 +1,6 @@
-"""Handlers of the views beyond a plain playground: sampler pipeline, branching, side by side,
-scoring a text, logit lens, the Chinchilla calculator and run reports.
+"""Handlers of the views beyond a plain playground: side by side, scoring a text, the logit lens and
+the Chinchilla calculator (branching and run reports: branch_handlers.py; the sampler pipeline:
+probability_handlers.py).
 
 Each is a plain function of plain values (a `RunRecord` from the session state, labels from the
 model menu); the figures come from `llama_core.insight_figures`.
@@ -7,11 +8,8 @@ model menu); the figures come from `llama_core.insight_figures`.
 
 from __future__ import annotations
 
-import json
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import gradio as gr
 
@@ -20,14 +18,18 @@ from llama_core.chinchilla import InferenceAwarePlan, inference_aware_optimum, p
 from llama_core.errors import CheckpointError, TokenizerError
 from llama_core.generation import encode_prompt
 from llama_core.insight_figures import (
-    chinchilla_figure, divergence_figure, inference_aware_figure, inference_markdown, logit_lens_figure, pipeline_figure,
-    plan_markdown, scored_text_html, surprisal_figure,
+    chinchilla_figure,
+    divergence_figure,
+    inference_aware_figure,
+    inference_markdown,
+    logit_lens_figure,
+    plan_markdown,
+    scored_text_html,
+    surprisal_figure,
 )
 from llama_core.logit_lens import logit_lens
 from llama_core.published import published_models
-from llama_core.run_figures import probability_entropy_figure, visible_piece
-from llama_core.run_record import RunRecord, sampler_of
-from llama_core.run_report import build_report, replay, report_html
+from llama_core.run_record import RunRecord
 from llama_core.scoring import compare_on_tokens, score_text
 from llama_core.templates import apply_template
 from llama_core.token_display import display_tokens
@@ -35,7 +37,6 @@ from llama_core.token_display import display_tokens
 from .registry import ModelRegistry
 from .scaling_panel import bundled_model_points
 
-MAX_REPORT_BYTES = 1_000_000  # the app's upload cap; a report of a full-context run is ~200 kB
 MAX_SCORE_CHARS = 20_000  # as the page's prompt box: tokenizing is the expensive part of a huge paste
 
 
@@ -46,15 +47,6 @@ def _loaded(registry: ModelRegistry, label: object):
         return registry.load(label)
     except (CheckpointError, TokenizerError) as error:
         raise gr.Error(f"Could not load {label}: {error}") from None
-
-
-def alternative_choices(record: RunRecord | None, step_index: int) -> list[tuple[str, int]]:
-    """The branch menu of a step: each alternative the model considered, as (label, token id)."""
-    if record is None or not 0 <= step_index < len(record.steps):
-        return []
-    step = record.steps[step_index]
-    return [(f"{visible_piece(a.piece)!r}  p={a.prob:.3f}" + ("  (chosen)" if a.token_id == step.token_id else ""),
-             a.token_id) for a in step.top]
 
 
 def _plan(n_params, tokens, flops):
@@ -132,41 +124,6 @@ def _inference_aware(target_loss: float, inference_tokens) -> tuple[InferenceAwa
 
 
 def make_insight_handlers(registry: ModelRegistry):
-    def pipeline(record: RunRecord | None, step_index: int):
-        if record is None or not record.steps:
-            return None, gr.update(choices=[], value=None)
-        step_index = min(max(0, int(step_index)), len(record.steps) - 1)
-        choices = alternative_choices(record, step_index)
-        return pipeline_figure(record, step_index), gr.update(choices=choices, value=choices[0][1] if choices else None)
-
-    def branch(record: RunRecord | None, step_index: int, token_id, branches: list | None):
-        """Continue the run from `step_index` with `token_id` forced there, same sampler and seed."""
-        if record is None or token_id is None:
-            raise gr.Error("Generate first, click a token, then pick an alternative to branch from")
-        loaded = _loaded(registry, record.model_name)
-        prompt_ids = record.branch_prompt(int(step_index), int(token_id))
-        settings = dict(record.settings)
-        used = int(step_index) + 1
-        budget = max(1, int(settings.get("max_new_tokens", 32)) - used)
-        budget = min(budget, loaded.args.max_seq_len - len(prompt_ids))
-        if budget < 1:
-            raise gr.Error("the context window is full at that point: nothing left to generate")
-        params = sampler_of(settings, record.seed, budget)
-        child = RunRecord.start(record.model_name, loaded.tokenizer, record.prompt, prompt_ids, settings)
-        forced_text = "".join(s.text for s in record.steps[: int(step_index)]) + loaded.tokenizer.piece(int(token_id))
-        for step in generate_stream(loaded.model, loaded.tokenizer, prompt_ids, params, eos_ids=loaded.eos_ids):
-            child.add(step)
-        branches = list(branches or [{"label": "main run", "record": record, "prefix": ""}])
-        label = f"branch {len(branches)}: step {step_index} → {visible_piece(loaded.tokenizer.piece(int(token_id)))!r}"
-        branches.append({"label": label, "record": child, "prefix": forced_text})
-        return branches, gr.update(choices=[b["label"] for b in branches], value=label), forced_text + child.text
-
-    def show_branch(label: str, branches: list | None):
-        chosen = next((b for b in branches or [] if b["label"] == label), None)
-        if chosen is None:
-            return gr.skip(), gr.skip()
-        return chosen["prefix"] + chosen["record"].text, probability_entropy_figure(chosen["record"])
-
     def lens(record: RunRecord | None):
         if record is None or not record.steps:
             raise gr.Error("Generate first: the logit lens reads the last run's tokens")
@@ -207,34 +164,6 @@ def make_insight_handlers(registry: ModelRegistry):
                 inference_markdown(optimum, base), inference_aware_figure(result.loss, optimum.inference_tokens,
                                                                           published_models()))
 
-    def export_report(record: RunRecord | None):
-        if record is None or not record.steps:
-            raise gr.Error("Generate first: there is no run to export")
-        loaded = _loaded(registry, record.model_name)
-        report = build_report(record, loaded)
-        folder = Path(tempfile.mkdtemp(prefix="run-report-"))
-        json_path, html_path = folder / "run.json", folder / "run.html"
-        json_path.write_text(json.dumps(report, ensure_ascii=False))
-        html_path.write_text(report_html(report, [probability_entropy_figure(record)]))
-        return [str(json_path), str(html_path)]
-
-    def import_report(path: str | None):
-        if not path:
-            raise gr.Error("choose a run JSON exported from this app")
-        data = Path(path).read_bytes()
-        if len(data) > MAX_REPORT_BYTES:
-            raise gr.Error(f"report must be at most {MAX_REPORT_BYTES:,} bytes, got {len(data):,}")
-        try:
-            report = json.loads(data)
-            label = report["model"]
-            result = replay(report, _loaded(registry, label))
-        except (ValueError, KeyError, TypeError) as error:
-            raise gr.Error(f"not a run report of this app: {error}") from None
-        verdict = ("✅ replayed: the same tokens" if result["tokens_match"]
-                   else f"❌ tokens differ from token {result['first_difference']}")
-        weights = "the same weights" if result["same_weights"] else "different weights than the report's"
-        return f"{verdict} ({len(result['expected'])} tokens, {label}, {weights})"
-
     def score_api(text: str, model: str = "") -> dict:
         """Each token's probability and surprisal under `model` (default: the default model), and the perplexity."""
         if not isinstance(text, str) or len(text) > MAX_SCORE_CHARS:
@@ -262,6 +191,5 @@ def make_insight_handlers(registry: ModelRegistry):
                                     "tokens": optimum.tokens, "training_flops": optimum.training_flops,
                                     "inference_flops": optimum.inference_flops, "total_flops": optimum.total_flops}}
 
-    return {"score_api": score_api, "chinchilla_api": chinchilla_api, "pipeline": pipeline, "branch": branch,
-            "show_branch": show_branch, "lens": lens, "score": score, "side_by_side": side_by_side,
-            "calculator": calculator, "export_report": export_report, "import_report": import_report}
+    return {"score_api": score_api, "chinchilla_api": chinchilla_api, "lens": lens, "score": score,
+            "side_by_side": side_by_side, "calculator": calculator}

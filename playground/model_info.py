@@ -63,3 +63,15 @@ def model_info(registry: ModelRegistry, label: str) -> str:
     return (f"**{label}** · {parameter_count(a) / 1e6:,.1f}M parameters · {loaded.format} · "
             f"{weights} · {loaded.n_bytes / 2**20:,.1f} MiB · "
             f"dim {a.dim}, {a.n_layers} layers, {a.n_heads} heads{gqa}, {context}{trained}{chat}{sampling}")
+
+
+def template_note(registry: ModelRegistry, label: str, template: str) -> str:
+    """One line under the prompt-template choice when an instruction format meets a model without a chat
+    template of its own (most likely a base model, as the bundled ones are); empty otherwise."""
+    if template == "plain" or label not in registry.choices or not registry.is_loaded(label):
+        return ""
+    if model_template(registry.load(label).tokenizer):
+        return ""
+    return (f"ℹ️ **{template}** is an instruction format and {label.split(' (')[0]} has no chat template of its own: "
+            "most likely a base model, which continues the formatted text instead of following it.")
+

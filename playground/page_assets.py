@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import gradio as gr
+
 CSS = """
 .tok { cursor: pointer; border-radius: 3px; padding: 0 1px; }
 .tok:hover { outline: 1px solid #555; }
@@ -18,9 +22,19 @@ CSS = """
 .empty-note { color: var(--body-text-color-subdued); font-style: italic; }
 """
 
-# Plotly gives a chart drawn inside a hidden tab its fallback width (700 px), and Gradio 6 redraws a
-# chart only when its value changes: a chart redrawn while its tab was hidden stayed 700 px wide in a
-# 1214 px box. Every chart's box is watched; when its width differs from the chart's, it is resized.
+def _plotly_chunk() -> str:
+    """The file name of Gradio's Plotly chunk (hashed per Gradio release), or "" if this Gradio has none."""
+    assets = Path(gr.__file__).parent / "templates" / "frontend" / "assets"
+    found = sorted(assets.glob("PlotlyPlot-*.js"))
+    return found[0].name if found else ""
+
+
+# Two things Gradio 6 leaves to the page. (1) Plotly gives a chart drawn inside a hidden tab its
+# fallback width (700 px), and Gradio redraws a chart only when its value changes: every chart's box
+# is watched, and a chart whose width differs from its box's is resized. (2) Plotly (4.6 MB of script)
+# is evaluated when the first chart is drawn, about a second of main thread that would land right
+# after the first run; the page loads Gradio's own Plotly chunk (the same URL, so the same module) once
+# it is idle after loading.
 JS = """
 () => {
   const watched = new WeakSet();
@@ -42,5 +56,9 @@ JS = """
   new MutationObserver(() => { if (!pending) { pending = true; requestAnimationFrame(watchNew); } })
     .observe(document.body, {childList: true, subtree: true});
   watchNew();
+  const chunk = "PLOTLY_CHUNK", entry = document.querySelector('script[type=module][src*="/assets/index-"]');
+  if (chunk && entry && !window.Plotly) {
+    setTimeout(() => requestIdleCallback(() => import(new URL(chunk, entry.src).href), {timeout: 5000}), 1000);
+  }
 }
-"""
+""".replace("PLOTLY_CHUNK", _plotly_chunk())

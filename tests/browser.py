@@ -55,3 +55,14 @@ def require_chromium() -> str:
 def launch(playwright):
     """Start the browser the tests use, with the flags this machine needs."""
     return playwright.chromium.launch(executable_path=require_chromium(), args=CHROMIUM_ARGS)
+
+
+def plot_labels(page, selector: str, axis: str = "y") -> list[str]:
+    """The category names of a chart's first trace along `axis`, as a reader sees them: every position,
+    not only the tick labels Plotly has room to draw (they are thinned), with markup and entities removed."""
+    import html
+    import re
+
+    names = page.evaluate(f"document.querySelector('{selector} .js-plotly-plot').data[0].{axis}")
+    return [html.unescape(re.sub(r"<[^>]+>", "", str(name))) for name in names]
+

@@ -14,8 +14,9 @@ from tokenizer_fixtures import LLAMA2_TEMPLATE, write_llama2_sentencepiece
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from app_server import AppServer
+from browser import plot_labels
 from playground.chat_handlers import conversation, make_chat_handlers, without_last_reply
-from playground.handlers import make_handlers
+from playground.handlers import RUN_PANELS, make_handlers
 from playground.registry import BUNDLED_DIR, ModelChoice, ModelRegistry
 
 SYSTEM = "Answer in one line."
@@ -89,7 +90,7 @@ def test_stop_keeps_the_partial_reply_of_this_chat_only(chat_model):
     assert messages[-1] == {"role": "assistant", "content": record.text} and "cancelled" in status
     # Stop before this reply's run began: the latest run is an earlier one, and the chat stays as it is.
     assert chat["stop"](record, history + [{"role": "user", "content": "x"}, {"role": "assistant", "content": ""}]) \
-        == (gr.skip(),) * 14
+        == (gr.skip(),) * (6 + RUN_PANELS)
 
 
 def test_template_menu_and_note_follow_the_model(chat_model):
@@ -201,7 +202,8 @@ def test_browser_three_turn_chat_then_probabilities_and_attention_of_the_last_re
     assert shown.strip() and shown.strip()[:3] in rows[-1][1]
     page.get_by_role("tab", name="Attention").click()
     page.wait_for_selector("#attention .heatmaplayer, #attention .hm", timeout=30_000)
-    ticks = "".join(page.locator("#attention .ytick text").all_text_contents()).replace(" ", "").replace("␣", "")
+    # Every query position's label ("12 ·the"), without its position and whitespace marks.
+    ticks = "".join(re.sub(r"^\d+ ", "", label) for label in plot_labels(page, "#attention")).replace("·", "")
     # The query positions are the whole rendered conversation's tokens, up to the last turn's.
     assert ticks.count("[INST]") == 3 and "<<SYS>>" in ticks and "Andes?[/INST]" in ticks
     page.screenshot(path=str(OUTPUT / "chat-attention.png"), full_page=True)
@@ -215,8 +217,11 @@ def test_browser_three_turn_chat_then_probabilities_and_attention_of_the_last_re
     page.get_by_role("tab", name="Generate").click()  # the sampling settings live there
     page.get_by_label("Temperature (0 = greedy)").first.fill("1.5")  # a new sample, not the greedy reply again
     page.get_by_role("tab", name="Chat").click()
+    before = page.inner_text("#chat-status")
     page.click("#chat-regenerate")
-    page.wait_for_function("document.querySelector('#chat-rendered textarea')?.value === ''", timeout=60_000)
+    # A new reply has a new status (its own seed); the run may be too quick to catch its first update.
+    page.wait_for_function(f"(document.querySelector('#chat-status')?.innerText || {before!r}) !== {before!r}",
+                           timeout=60_000)
     _wait_reply(page, 6, f"{USER_TURNS[2]} [/INST]")
     assert [who for who, _ in _messages(page)] == ["user", "bot"] * 3
     page.click("#chat-clear")

@@ -44,6 +44,18 @@ def test_browser_pipeline_branch_and_run_report(server, browser, tmp_path):
     download.value.save_as(report_path)
     report = json.loads(report_path.read_text())
     assert report["model_identity"]["weights"].startswith("sha256:") and len(report["tokens"]) == 16
+    # The HTML report opens offline: plotly.js inflates from the page itself and draws its figures.
+    with page.expect_download() as download:
+        page.locator("#report-files a[download='run.html']").click()
+    page_path = tmp_path / "run.html"
+    download.value.save_as(page_path)
+    assert page_path.stat().st_size <= 5_000_000
+    offline = browser.new_page()
+    offline.goto(page_path.as_uri())
+    offline.wait_for_selector(".figure .main-svg", timeout=60_000)
+    assert offline.locator(".run-text .tok").count() == 16 and "Attention at step" in offline.inner_text("body")
+    assert "Branch 1: step 3" in offline.inner_text("body")  # the branch made above is in the report
+    offline.close()
     page.locator("#report-upload input[type=file]").set_input_files(str(report_path))
     page.click("#replay")
     page.wait_for_function("document.querySelector('#replay-result')?.innerText.includes('replayed')",

@@ -9,7 +9,7 @@ import torch
 
 from llama_core.generation import encode_prompt, generate_stream
 from llama_core.loading import LoadedModel
-from llama_core.report_page import MAX_REPORT_BYTES, Branch
+from llama_core.report_page import MAX_PAGE_BYTES, Branch
 from llama_core.run_record import RunRecord
 from llama_core.run_report import build_report, replay, report_html, weights_fingerprint
 from llama_core.sampling import SamplingParams
@@ -89,4 +89,4 @@ def test_a_long_run_with_branches_stays_under_the_report_budget(loaded):
     report = build_report(record, loaded, children)
     page = report_html(report, record, selected_step=50, branches=children)
     # plotly.js is ~1.96 MB of it (gzip + base64); the budget is 5 MB for the whole page.
-    assert len(page.encode()) <= MAX_REPORT_BYTES
+    assert len(page.encode()) <= MAX_PAGE_BYTES

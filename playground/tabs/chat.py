@@ -88,3 +88,5 @@ def wire(tab: ChatTab, demo: gr.Blocks, chat: dict, model: gr.Dropdown, controls
         trigger(chat["template_menu"], model, tab.chat_template, concurrency_id="model", **private).then(
             chat["template_note"], [model, tab.chat_template], tab.template_note, **private)
     tab.chat_template.change(chat["template_note"], [model, tab.chat_template], tab.template_note, **private)
+    api = gr.api(chat["chat_json"], api_name="chat", concurrency_id="model", concurrency_limit=1)
+    demo.fns[api["id"]].validator = chat["validate_api"]  # gr.api takes no validator= (Gradio 6.31)
