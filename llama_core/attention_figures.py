@@ -25,6 +25,7 @@ from plotly.subplots import make_subplots
 
 from .token_display import chart_label, html_token, plain_label, positioned_labels
 
+MAX_TICKS = 40  # tick labels an axis shows at once (about 25 px each on the map), more as one zooms in
 THUMBNAIL_PIXELS = 192  # a head's image in the grid is at most this many pixels a side (max-pooled)
 HEAD_COLOURS = qualitative.Plotly + qualitative.Dark24
 # Markdown (the page) and plain text alike: the backticks keep `<s>` from being read as a tag.
@@ -58,24 +59,26 @@ def attention_figure(matrix: np.ndarray, pieces: list[str], layer: int, head: in
         hovertemplate="query %{y}<br>attends to key %{x}<br>weight %{z:.3f}<extra></extra>",
     ))
     height = int(min(900, max(440, 14 * n + 180)))
-    # Category axes thin their own labels (every k-th position, k from nticks) and add them back on zoom.
+    # Category axes thin their own labels (every k-th position, k from nticks) and add them back on zoom. The
+    # margins hold the labels already: Gradio turns Plotly's margin auto-expansion on, and a margin it must grow
+    # costs a second layout pass, after measuring every label.
     ticks = {"type": "category", "tickfont": {"size": 11}, "showgrid": False}
     which = "mean over heads" if head is None else f"head {head}"
     figure.update_layout(
         template="plotly_white", title=f"Attention, layer {layer}, {which}", height=height,
         xaxis={"title": "key (attended-to) token", "side": "top", "tickangle": -60,
-               "nticks": max(4, min(n, 60)), **ticks},
-        yaxis={"title": "query token", "autorange": "reversed", "nticks": max(4, min(n, (height - 200) // 15)),
+               "nticks": max(4, min(n, MAX_TICKS)), **ticks},
+        yaxis={"title": "query token", "autorange": "reversed", "nticks": max(4, min(n, MAX_TICKS, (height - 200) // 15)),
                **ticks},
-        margin={"l": 10, "r": 10, "t": 120, "b": 10},
+        margin={"l": 130, "r": 10, "t": 150, "b": 10},
     )
     if n > 40:  # a tall map: the key labels at its foot too, on an axis that zooms with the top one
         # An invisible trace carries that axis; on a y axis of its own, so the map's y ticks stay where they are.
         figure.add_trace(go.Scatter(x=[labels[0], labels[-1]], y=[0, 0], xaxis="x2", yaxis="y2", mode="markers",
                                     marker={"opacity": 0}, hoverinfo="skip", showlegend=False))
         figure.update_layout(xaxis2={"overlaying": "x", "matches": "x", "side": "bottom", "tickangle": -60,
-                                     "nticks": max(4, min(n, 60)), **ticks},
-                             yaxis2={"overlaying": "y", "visible": False}, margin={"b": 110})
+                                     "nticks": max(4, min(n, MAX_TICKS)), **ticks},
+                             yaxis2={"overlaying": "y", "visible": False}, margin={"b": 120})
     return figure
 
 

@@ -50,7 +50,7 @@ def logit_lens_figure(lens: LogitLens, pieces: list[str], guess_pieces: list[lis
         name="guess = the actual next token", hoverinfo="skip",
         marker={"symbol": "circle-open", "size": 9, "color": HIT, "line": {"width": 2}}))
     fig.update_layout(
-        template="plotly_white", height=200 + 34 * n_layers, margin={"l": 10, "r": 10, "t": 80, "b": 10},
+        template="plotly_white", height=200 + 34 * n_layers, margin={"l": 90, "r": 10, "t": 80, "b": 120},
         legend={"orientation": "h", "y": 1.02, "x": 1, "xanchor": "right", "yanchor": "bottom"},
         title={"text": "Logit lens: the next-token guess after each layer (the last row is the model's own)",
                "subtitle": {"text": _subtitle(n)}}, dragmode="pan")

@@ -74,7 +74,7 @@ def pipeline_figure(record: RunRecord, step_index: int) -> go.Figure:
                for label, scale in (("linear", linear), ("log scale", log))]
     fig.update_layout(
         template="plotly_white", barmode="overlay", height=170 + 30 * len(labels),
-        margin={"l": 10, "r": 10, "t": 90, "b": 10}, legend={"orientation": "h", "y": -0.04, "yanchor": "top"},
+        margin={"l": 150, "r": 10, "t": 90, "b": 10}, legend={"orientation": "h", "y": -0.04, "yanchor": "top"},
         title=f"Sampler pipeline at step {step_index}: chose {plain_label(step.piece)!r}",
         updatemenus=[{"type": "buttons", "direction": "right", "buttons": buttons, "x": 1, "xanchor": "right",
                       "y": 1.18, "yanchor": "bottom", "showactive": True, "active": 0}],

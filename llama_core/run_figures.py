@@ -91,7 +91,7 @@ def alternatives_figure(record: RunRecord, step_index: int) -> go.Figure:
         barmode="group", template="plotly_white", height=150 + 34 * len(alternatives),
         title=f"Step {step_index}: chose {plain_label(step.piece)!r} (p = {step.prob:.3f})",
         xaxis_title="probability", xaxis_range=[0, min(1.3, top * 1.3)],
-        legend={"orientation": "h", "y": -0.12}, margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        legend={"orientation": "h", "y": -0.12}, margin={"l": 150, "r": 10, "t": 50, "b": 10},
     )
     return figure
 

@@ -74,5 +74,6 @@ def html_token(piece: str) -> str:
 
 def positioned_labels(pieces: Sequence[str], max_chars: int | None = LABEL_CHARS) -> list[str]:
     """Unique chart labels for a sequence: position and piece, e.g. '12 ·the' (a category axis needs
-    unique names, and a hover then says where the token is)."""
-    return [f"{i} {chart_label(p, max_chars)}" for i, p in enumerate(pieces)]
+    unique names, and a hover then says where the token is). Plain escaped text, no grey marks: these
+    become tick labels by the dozen, and a styled run inside a label costs Plotly a measurement of its own."""
+    return [f"{i} {html.escape(plain_label(p, max_chars))}" for i, p in enumerate(pieces)]
