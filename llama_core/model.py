@@ -34,18 +34,20 @@ class RMSNorm(nn.Module):
 
 
 class Linear(nn.Linear):
-    """nn.Linear that multiplies in its weight's dtype and answers in its input's: 16-bit weights
-    under an fp32 residual stream (a no-op when the dtypes agree, and under autocast, which casts itself)."""
+    """nn.Linear that takes any float input and multiplies in its weight's dtype: 16-bit weights under an
+    fp32 residual stream (a no-op when the dtypes agree, and under autocast, which casts by itself)."""
 
     def forward(self, x: Tensor) -> Tensor:
         return project(x, self.weight)
 
 
 def project(x: Tensor, weight: Tensor) -> Tensor:
-    """x @ weightᵀ computed in the weight's dtype, returned in x's."""
+    """x @ weightᵀ in the weight's dtype. The result stays in it: a 16-bit matrix product rounds its output to
+    16 bits anyway, so the attention and FFN between the norms run in the weights' type, and only the residual
+    stream, which sums the blocks' outputs (type promotion makes `h + out` fp32), and the norms stay fp32."""
     if x.dtype == weight.dtype or torch.is_autocast_enabled(x.device.type):
         return F.linear(x, weight)
-    return F.linear(x.to(weight.dtype), weight).to(x.dtype)
+    return F.linear(x.to(weight.dtype), weight)
 
 
 def apply_rope(x: Tensor, freqs: Tensor) -> Tensor:
@@ -212,8 +214,8 @@ class Transformer(nn.Module):
         # A plain attribute, not a buffer, as in Meta's code: `model.to(bfloat16)` must not
         # cast the complex fp32 rotations (and a meta-device build must not leave them empty).
         self.freqs = rotations(args.head_dim, args.rope_theta, args.rope_scaling, 0, args.max_seq_len)
-        # The dtype of the activations between the layers; None: the embeddings'. fp32 under 16-bit or
-        # quantized weights (set by kernels.weight_layout), so that only each projection's input is rounded.
+        # The dtype of the residual stream between the blocks; None: the embeddings'. fp32 under 16-bit weights
+        # (set by kernels.weight_layout), so that neither the sums of the blocks' outputs nor the norms are rounded.
         self.residual_dtype: torch.dtype | None = None
 
     def reset_rope(self) -> None:
@@ -266,7 +268,8 @@ class Transformer(nn.Module):
 
     def new_cache(self, max_len: int | None = None, batch_size: int = 1) -> KVCache:
         devices = [_execution_device(layer) for layer in self.layers]
-        dtype = self.residual_dtype or self.tok_embeddings.weight.dtype  # keys and values leave the projections in it
+        wk = self.layers[0].attention.wk  # keys and values are stored as they leave the projections
+        dtype = wk.weight.dtype if isinstance(wk, nn.Linear) else self.residual_dtype or self.tok_embeddings.weight.dtype
         return KVCache(self.args, max_len or self.args.max_seq_len, batch_size, dtype, devices)
 
 

@@ -48,7 +48,7 @@ def test_every_weight_lies_within_half_a_step_of_its_code(group_size):
             + torch.finfo(torch.bfloat16).tiny).all()
 
 
-@pytest.mark.parametrize("rows", [1, 5, 64])  # decode, a few rows, a prefill chunk
+@pytest.mark.parametrize("rows", [1, 5, 64, 300])  # decode, a few rows, a chunk, a prefill (dequantized path)
 @pytest.mark.parametrize("group_size", GROUP_SIZES)
 def test_the_kernel_product_is_within_the_quantization_error_of_the_float_product(group_size, rows):
     weight = awkward_matrix(192, 512, seed=1)
@@ -60,15 +60,17 @@ def test_the_kernel_product_is_within_the_quantization_error_of_the_float_produc
     # Error sources, each bounded elementwise (u = 2**-8, bf16's unit roundoff):
     #   the weights: |w − ŵ| ≤ s/2 (the quantizer's guarantee) → Σ_k |x̃_k|·s_k/2
     #   the activations rounded to bf16: |x − x̃| ≤ u|x| → u·Σ_k |x_k|·|w_k|
-    #   for many rows PyTorch's kernel may round ŵ itself to bf16 for a bf16 GEMM: u·Σ_k |x̃_k ŵ_k|
+    #   for a prefill ŵ is dequantized to bf16 for the bf16 matrix product, (q − 8)·s and + z each rounded:
+    #   u·Σ_k |x̃_k|·(2|ŵ_k| + |z_k|)
     #   fp32 accumulation over K terms: ≤ K·2**-24 · Σ_k |x̃_k ŵ_k|
     #   the output rounded to bf16: ≤ u of the result.
     x_bf16 = x.bfloat16().double()
     dequantized = dequantize_groups(*quantize_groups(weight, group_size), group_size).double()
     half_steps = (layer.scale.double() / 2).repeat_interleave(group_size, dim=1)  # (N, K)
     terms = x_bf16.abs() @ dequantized.abs().T
+    zeros = layer.zero.double().abs().repeat_interleave(group_size, dim=1)
     bound = (x_bf16.abs() @ half_steps.T + BF16_UNIT * x.double().abs() @ weight.double().abs().T
-             + (BF16_UNIT + 512 * FP32_UNIT) * terms)
+             + BF16_UNIT * (2 * terms + x_bf16.abs() @ zeros.T) + 512 * FP32_UNIT * terms)
     bound = bound + BF16_UNIT * (exact.abs() + bound)
     assert ((out - exact).abs() <= bound).all(), ((out - exact).abs() - bound).max()
     # The bound is a worst case (every rounding the same way); the error seen is the quantization's:

@@ -89,6 +89,19 @@ def test_int8_linear_rounds_each_row_to_its_own_scale():
     assert (out - exact).norm() / exact.norm() < 0.02
 
 
+def test_int8_prefill_rows_take_the_dequantized_bf16_product():
+    from llama_core.kernels import int8
+
+    weight = torch.randn(96, 64)
+    layer = Int8Linear(weight)
+    x = torch.randn(int8.PREFILL_ROWS, 64)
+    exact = x.double() @ layer.weight.double().T  # the int8 values, exactly
+    # Either path: activations and q·s rounded to bf16 (≤ 2**-8 each), fp32 sums, a bf16 output.
+    bound = 2**-8 * (2 * x.double().abs() @ layer.weight.double().abs().T + exact.abs()) * 1.01
+    prefill, decode = layer(x).double(), layer(x[:1]).double()
+    assert ((prefill - exact).abs() <= bound).all() and ((decode - exact[:1]).abs() <= bound[:1]).all()
+
+
 def test_int8_model_is_close_to_fp32_and_loads_by_flag(tmp_path):
     from llama_core.formats.hf import save_hf_checkpoint
 

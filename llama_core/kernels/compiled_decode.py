@@ -22,6 +22,7 @@ sampler stages are computed as before; a step that captures attention runs eager
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 
@@ -126,6 +127,7 @@ class CompiledDecoder:
         import time
 
         start = time.perf_counter()
+        _separate_cache_per_capability()
         try:
             model = self._model()
             compiled = torch.compile(decode_step, dynamic=False)
@@ -140,6 +142,19 @@ class CompiledDecoder:
         except Exception as error:  # any failure of the compiler stack: eager decoding stays correct
             self.error = f"{type(error).__name__}: {error}"
             self.state = "failed"
+
+
+def _separate_cache_per_capability() -> None:
+    """Inductor's on-disk caches (FX graphs, compiled kernels) are keyed without ATEN_CPU_CAPABILITY: code
+    compiled under one capability and reused under another corrupted the heap or gave NaN logits here
+    (AVX2 ↔ AVX-512, PyTorch 2.13). A process with a forced capability gets its own cache directory."""
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    capability = os.environ.get("ATEN_CPU_CAPABILITY")
+    if capability:
+        base = os.environ.get("TORCHINDUCTOR_CACHE_DIR") or cache_dir()
+        if not base.endswith(f"-{capability}"):
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = f"{base}-{capability}"
 
 
 def _mark_length_dynamic(cache: KVCache) -> None:

@@ -17,7 +17,10 @@ its code's value (`max_error`), with no clamping, whatever the rounding of s and
 
 from __future__ import annotations
 
+import functools
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ParameterError
@@ -29,6 +32,10 @@ GROUP_SIZES = (32, 64, 128)  # the kernel also takes 256; the issue asks for the
 DEFAULT_GROUP_SIZE = 32  # llama.cpp's Q4_0 block: the most accurate, and as fast here as 128
 _INNER_K_TILES = 2  # tinygemm's tiling argument; the CPU packing accepts it and ignores it
 _READBACK_ROWS = 512  # identity rows per kernel call when codes are read back (bounds the temporary)
+# From this many input rows on (a prefill), a dequantized bf16 copy of the matrix and PyTorch's bf16 matrix
+# product (oneDNN, AMX here) beat the kernel, which handles rows four at a time: 5632×2048 with 512 rows,
+# one thread, 144 ms in the kernel against 55 ms unpacking and dequantizing plus 15 ms multiplying.
+PREFILL_ROWS = 256
 
 
 def quantize_groups(weight: Tensor, group_size: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -120,9 +127,12 @@ class Int4Linear(nn.Module):
         return self.scales_and_zeros[..., 1].t()
 
     def codes(self) -> Tensor:
-        """The 4-bit codes (N, K), read back through the kernel itself: its packed layout is PyTorch's
-        own (blocked by rows) and undocumented. With unit scales and zero points 0, the product of the
-        identity with the packed matrix is q − 8 exactly (small integers are exact in bf16)."""
+        """The 4-bit codes (N, K), unpacked (`_packing_block`) or else read back through the kernel
+        itself: with unit scales and zero points 0, the product of the identity with the packed matrix
+        is q − 8 exactly (small integers are exact in bf16)."""
+        block = _packing_block()
+        if block is not None:
+            return _unpack(self.packed, self.out_features, self.in_features, block)
         unit = torch.zeros_like(self.scales_and_zeros)
         unit[..., 0] = 1
         out = []
@@ -138,17 +148,49 @@ class Int4Linear(nn.Module):
         """The dequantized matrix (a copy in fp32), for readers of `.weight` such as exporters."""
         return dequantize_groups(self.codes(), self.scale, self.zero, self.group_size)
 
+    def dequantized(self) -> Tensor:
+        """(q − 8)·s + z as a bf16 matrix (each value rounded twice, product then sum): for prefills."""
+        groups = self.codes().view(self.out_features, -1, self.group_size).to(torch.bfloat16) - 8
+        return (groups * self.scale[..., None] + self.zero[..., None]).view(self.out_features, self.in_features)
+
     def max_error(self) -> Tensor:
         """The largest distance of a quantized weight from the value it stands for, per group: s/2."""
         return self.scale.float() / 2
 
     def forward(self, x: Tensor) -> Tensor:
         rows = x.reshape(-1, self.in_features).to(torch.bfloat16).contiguous()
-        out = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, self.packed, self.group_size, self.scales_and_zeros)
+        if rows.shape[0] >= PREFILL_ROWS and _packing_block() is not None:
+            out = F.linear(rows, self.dequantized())
+        else:
+            out = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, self.packed, self.group_size,
+                                                             self.scales_and_zeros)
         return out.to(x.dtype).view(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, group_size={self.group_size}"
+
+
+def _unpack(packed: Tensor, rows: int, columns: int, block: int) -> Tensor:
+    """Codes (rows, columns) from PyTorch's CPU int4 packing with `block`-row blocks: for each block and
+    input column, byte j holds row j in its low nibble and row j + block/2 in its high one; the rows after
+    the last whole block go in pairs (row n low, row n + 1 high)."""
+    flat, whole = packed.reshape(-1), rows // block * block
+    head = flat[: whole * columns // 2].view(rows // block, columns, block // 2)
+    codes = torch.cat([head & 15, head >> 4], dim=-1).transpose(1, 2).reshape(whole, columns)
+    if whole == rows:
+        return codes
+    tail = flat[whole * columns // 2 :].view(columns, (rows - whole) // 2)
+    return torch.cat([codes, torch.stack([tail & 15, tail >> 4], dim=-1).reshape(columns, -1).t()])
+
+
+@functools.cache
+def _packing_block() -> int | None:
+    """Rows per block of the packing this process's kernels use (64 under AVX-512, 32 under AVX2), found
+    by packing known codes: it follows `ATEN_CPU_CAPABILITY` and PyTorch's version, so it is checked, not
+    assumed. None: no known layout matches (codes are then read back through the kernel, prefills use it)."""
+    codes = torch.randint(0, 16, (112, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32), _INNER_K_TILES)
+    return next((block for block in (64, 32) if torch.equal(_unpack(packed, 112, 64, block), codes)), None)
 
 
 @torch.no_grad()
