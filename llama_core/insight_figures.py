@@ -11,14 +11,19 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .chinchilla import (
-    ChinchillaPlan, InferenceAwarePlan, implied_inference_tokens, inference_aware_optimum, inference_demand_sweep,
+    ChinchillaPlan,
+    InferenceAwarePlan,
+    implied_inference_tokens,
+    inference_aware_optimum,
+    inference_demand_sweep,
 )
+from .label_layout import PlotArea, place_labels
 from .lens_figure import logit_lens_figure  # noqa: F401 (its own module now; callers import it here)
 from .pipeline_figure import STAGE_TITLES, pipeline_figure  # noqa: F401 (likewise)
 from .published import PublishedModel, chinchilla_law, chinchilla_loss, chinchilla_tokens_per_param, compute_optimal
 from .run_figures import CHOSEN, probability_colour, visible_piece
-from .scaling_figures import label_sides
 from .scoring import Divergence, TextScore
+
 
 def divergence_figure(divergence: Divergence, pieces: list[str], names: tuple[str, str]) -> go.Figure:
     """Per position of a shared text: the probability each model gives the actual next token, and KL(A‖B)."""
@@ -69,33 +74,39 @@ def chinchilla_figure(plan: ChinchillaPlan, published: list[PublishedModel], our
     line = [compute_optimal(float(c)) for c in budgets]
     fig.add_scatter(x=[n for n, _ in line], y=[d for _, d in line], mode="lines", name="compute-optimal (fitted law)",
                     line={"color": "#2ca02c", "dash": "dash"}, hoverinfo="skip")
-    families = ("LLaMA", "GPT-3", "Chinchilla", "Gopher", "PaLM", "Llama 2")
-    shown = [m for m in published if m.family in families and m.training_tokens]
-    # Each label on the side where it overlaps the fewest others (LLaMA, PaLM and Chinchilla crowd together).
-    points = [(m.name, m.params_b * 1e9, m.training_tokens) for m in shown] + [(p["name"], p["params"], p["tokens"])
-                                                                              for p in ours]
-    side = dict(zip([name for name, _, _ in points], label_sides([math.log10(n) for _, n, _ in points],
-                                                                  [math.log10(d) for _, _, d in points],
-                                                                  [name for name, _, _ in points]))) if points else {}
+    families = ("LLaMA", "Chinchilla", "GPT-3", "PaLM", "Gopher", "Llama 2")  # label priority: the story first
+    shown = [m for family in families for m in published if m.family == family and m.training_tokens]
+    points = [(p["name"], p["params"], p["tokens"]) for p in ours] + [(m.name, m.params_b * 1e9, m.training_tokens)
+                                                                       for m in shown]
+    all_n = [n for _, n, _ in points] + [plan.n_params, plan.n_opt]
+    all_d = [d for _, _, d in points] + [plan.tokens, plan.d_opt]
+    x_range = (math.log10(min(all_n)) - 0.5, math.log10(max(all_n)) + 0.6)
+    y_range = (math.log10(min(all_d)) - 0.6, math.log10(max(all_d)) + 0.6)
+    # The plot area of a 1214 px wide, 520 px tall chart with its legend; a label that fits nowhere is left to the hover
+    # (LLaMA, Llama 2, PaLM and Chinchilla crowd into one decade).
+    markers = [("", plan.n_params, plan.tokens), ("", plan.n_opt, plan.d_opt)]
+    sides = place_labels(markers + points, PlotArea(x_range, y_range, 880, 380))[len(markers):]
+    side = {name: where for (name, _, _), where in zip(points, sides)}
     for family in families:
         ms = [m for m in shown if m.family == family]
         if ms:
             fig.add_scatter(x=[m.params_b * 1e9 for m in ms], y=[m.training_tokens for m in ms], mode="markers+text",
-                            name=family, text=[m.name for m in ms], textposition=[side[m.name] for m in ms],
-                            cliponaxis=False, hovertemplate="%{text}: %{x:.3s} params, %{y:.3s} tokens<extra></extra>")
+                            name=family, text=[m.name if side[m.name] else "" for m in ms],
+                            textposition=[side[m.name] or "top center" for m in ms], customdata=[m.name for m in ms],
+                            hovertemplate="%{customdata}: %{x:.3s} params, %{y:.3s} tokens<extra></extra>")
     if ours:
         fig.add_scatter(x=[p["params"] for p in ours], y=[p["tokens"] for p in ours], mode="markers+text",
-                        name="our models", text=[p["name"] for p in ours], textposition=[side[p["name"]] for p in ours],
-                        cliponaxis=False,
-                        marker={"symbol": "diamond", "size": 11},
-                        hovertemplate="%{text}: %{x:.3s} params, %{y:.3s} tokens<extra></extra>")
+                        name="our models", text=[p["name"] if side[p["name"]] else "" for p in ours],
+                        textposition=[side[p["name"]] or "top center" for p in ours],
+                        customdata=[p["name"] for p in ours], marker={"symbol": "diamond", "size": 11},
+                        hovertemplate="%{customdata}: %{x:.3s} params, %{y:.3s} tokens<extra></extra>")
     fig.add_scatter(x=[plan.n_params], y=[plan.tokens], mode="markers", name="your plan",
                     marker={"symbol": "x", "size": 16, "color": CHOSEN})
     fig.add_scatter(x=[plan.n_opt], y=[plan.d_opt], mode="markers", name="optimal for the same compute",
                     marker={"symbol": "star", "size": 16, "color": "#2ca02c"})
-    fig.update_xaxes(type="log", title="parameters N")
-    fig.update_yaxes(type="log", title="training tokens D")
-    fig.update_layout(template="plotly_white", height=520, margin=dict(l=10, r=10, t=60, b=10),
+    fig.update_xaxes(type="log", title="parameters N", range=x_range, dtick=1)  # one tick a decade
+    fig.update_yaxes(type="log", title="training tokens D", range=y_range, dtick=1)
+    fig.update_layout(template="plotly_white", height=520, margin={"l": 70, "r": 10, "t": 60, "b": 60},
                       title=f"C = {plan.flops:.3g} FLOPs: {plan.tokens_per_param:.0f} tokens/param planned, "
                             f"{plan.d_opt / plan.n_opt:.0f} optimal; predicted loss {plan.loss:.3f} "
                             f"(optimal {plan.loss_opt:.3f})")

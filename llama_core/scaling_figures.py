@@ -14,6 +14,7 @@ from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
 from .published import BENCHMARKS, ChinchillaLaw, PublishedModel, chinchilla_tokens_per_param, compute_optimal
+from .label_layout import PlotArea, place_labels
 from .scaling import IsoFlopFit, fit_power_law, geometric_mean
 
 FAMILY_STYLE = {  # one colour and marker per family, in legend order
@@ -244,16 +245,29 @@ def our_models_figure(points: list[dict]) -> go.Figure:
         # One series per group (e.g. the same-tokens models, the same-compute ones): a line joins models
         # that differ in one thing only. Points without a group (older callers) make one series.
         what, unit = readable[key]
+        x_range = _log_range([p["params"] for p in pts], 0.4)
+        values = [p[key] for p in pts]
+        if y_type == "log":
+            y_range = [math.log10(min(values)) - 0.3, math.log10(max(values)) + 0.3]
+        else:
+            pad = 0.15 * ((max(values) - min(values)) or 1.0)
+            y_range = [min(values) - pad, max(values) + pad]
+        # Labels where they fit in the panel (about 370 x 300 px), the rest on hover: the small models crowd.
+        sides = place_labels([(p["name"], p["params"], p[key]) for p in pts], PlotArea(tuple(x_range), tuple(y_range),
+                                                                                     370, 300), log_y=y_type == "log")
+        side = {p["name"]: where for p, where in zip(pts, sides)}
         groups = list(dict.fromkeys(p.get("group", what) for p in pts))
         for i, group in enumerate(groups):
             members = [p for p in pts if p.get("group", what) == group]
             fig.add_scatter(x=[p["params"] for p in members], y=[p[key] for p in members], mode="lines+markers+text",
-                            name=group, text=[p["name"] for p in members], textposition="top center",
+                            name=group, text=[p["name"] if side[p["name"]] else "" for p in members],
+                            textposition=[side[p["name"]] or "top center" for p in members],
+                            customdata=[p["name"] for p in members],
                             line={"dash": "dot"}, legendgroup=group, showlegend=col == 1 and len(groups) > 1,
                             marker={"size": 12, "color": colour, "symbol": ["circle", "diamond", "square"][i % 3]},
                             row=1, col=col,
-                            hovertemplate=f"%{{text}}: %{{x:.3s}} params<br>{what} %{{y:.3g}} {unit}<extra></extra>")
-        fig.update_xaxes(type="log", title="parameters (log scale)", range=_log_range([p["params"] for p in pts], 0.4),
-                         row=1, col=col)
-        fig.update_yaxes(type=y_type, title=title, row=1, col=col)
+                            hovertemplate=f"%{{customdata}}: %{{x:.3s}} params<br>{what} %{{y:.3g}} {unit}"
+                                          "<extra></extra>")
+        fig.update_xaxes(type="log", title="parameters (log scale)", range=x_range, dtick=1, row=1, col=col)
+        fig.update_yaxes(type=y_type, title=title, range=y_range, row=1, col=col)
     return _style(fig, "Our models: loss and speed vs size", height=480)

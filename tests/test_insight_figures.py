@@ -1,8 +1,10 @@
+import numpy as np
 import torch
 
 from llama_core import insight_figures as figures
 from llama_core.chinchilla import plan
 from llama_core.generation import encode_prompt, generate_stream
+from llama_core.label_layout import PlotArea, _box, _overlaps, place_labels
 from llama_core.lens_figure import WINDOW
 from llama_core.logit_lens import logit_lens
 from llama_core.model import Transformer
@@ -97,8 +99,24 @@ def test_chinchilla_figure_places_the_plan_its_optimum_and_the_published_models(
     names = [t.name for t in fig.data]
     assert {"LLaMA", "GPT-3", "Chinchilla", "our models", "your plan", "optimal for the same compute"} <= set(names)
     llama = fig.data[names.index("LLaMA")]
-    assert "LLaMA-65B" in llama.text
-    assert "tokens/param" in figures.plan_markdown(p)
+    assert "LLaMA-65B" in llama.customdata  # on hover always; as a label where it fits
+    assert sum(bool(t) for trace in fig.data if trace.text for t in trace.text) >= 8
+    assert "tokens/param" in figures.plan_markdown(p) and "Table 3" in figures.plan_markdown(p)  # why not ~20
+
+
+def test_labels_never_overlap_and_stay_inside_the_plot():
+    rng = np.random.default_rng(0)
+    points = [(f"model-{i}", 10 ** rng.uniform(9, 10.5), 10 ** rng.uniform(11.5, 12.5)) for i in range(30)]
+    area = PlotArea((8.5, 11.0), (11.0, 13.0), 880, 380)
+    sides = place_labels(points, area)
+    boxes = []
+    for (name, x, y), side in zip(points, sides):
+        if side:
+            px, py = area.pixel(np.log10(x), np.log10(y))
+            boxes.append(_box(px, py, side, name))
+    assert 5 <= len(boxes) < len(points)  # a crowded cluster: some labels placed, the rest left to the hover
+    assert all(0 <= b[0] and b[2] <= 880 and 0 <= b[1] and b[3] <= 380 for b in boxes)
+    assert not any(_overlaps(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
 
 
 def test_inference_aware_figure_draws_the_optimum_moving_and_places_llama():
