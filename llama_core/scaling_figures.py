@@ -252,9 +252,10 @@ def our_models_figure(points: list[dict]) -> go.Figure:
         else:
             pad = 0.15 * ((max(values) - min(values)) or 1.0)
             y_range = [min(values) - pad, max(values) + pad]
-        # Labels where they fit in the panel (about 370 x 300 px), the rest on hover: the small models crowd.
+        # Labels where they fit in the panel (about 300 x 290 px, 15 px font), the rest on hover: small models crowd.
         sides = place_labels([(p["name"], p["params"], p[key]) for p in pts], PlotArea(tuple(x_range), tuple(y_range),
-                                                                                     370, 300), log_y=y_type == "log")
+                                                                                     300, 290), log_y=y_type == "log",
+                             font_px=15)
         side = {p["name"]: where for p, where in zip(pts, sides)}
         groups = list(dict.fromkeys(p.get("group", what) for p in pts))
         for i, group in enumerate(groups):
