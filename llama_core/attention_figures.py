@@ -35,8 +35,8 @@ SINK_NOTE = ("Most heads give much of their weight to the first token, `<s>`: an
 
 
 def _grid(weights: np.ndarray, head: int | None) -> np.ndarray:
-    chosen = weights[head] if head is not None else weights.astype(np.float32).mean(axis=0)
-    return np.asarray(chosen, dtype=np.float32)
+    """One head's (Q, Q) weights, or the mean over heads, as a new float32 array (the caller may write into it)."""
+    return np.array(weights[head] if head is not None else weights.astype(np.float32).mean(axis=0), dtype=np.float32)
 
 
 def _colour_limit(grid: np.ndarray) -> float:
@@ -68,8 +68,8 @@ def attention_figure(matrix: np.ndarray, pieces: list[str], layer: int, head: in
         template="plotly_white", title=f"Attention, layer {layer}, {which}", height=height,
         xaxis={"title": "key (attended-to) token", "side": "top", "tickangle": -60,
                "nticks": max(4, min(n, MAX_TICKS)), **ticks},
-        yaxis={"title": "query token", "autorange": "reversed", "nticks": max(4, min(n, MAX_TICKS, (height - 200) // 15)),
-               **ticks},
+        yaxis={"title": "query token", "autorange": "reversed",
+               "nticks": max(4, min(n, MAX_TICKS, (height - 200) // 15)), **ticks},
         margin={"l": 130, "r": 10, "t": 150, "b": 10},
     )
     if n > 40:  # a tall map: the key labels at its foot too, on an axis that zooms with the top one

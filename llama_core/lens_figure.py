@@ -9,11 +9,13 @@ at that layer.
 
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import plotly.graph_objects as go
 
 from .logit_lens import LogitLens
-from .token_display import chart_label, positioned_labels
+from .token_display import chart_label, plain_label, positioned_labels
 
 WINDOW = 40  # positions shown when the figure opens: about what 1200 px hold with a word in each cell
 HIT = "#d62728"
@@ -29,16 +31,17 @@ def logit_lens_figure(lens: LogitLens, pieces: list[str], guess_pieces: list[lis
     cells = [[chart_label(g, 8) for g in row] for row in guess_pieces]
     hits = np.zeros((n_layers, n), dtype=bool)
     hits[:, :-1] = lens.next_ranks == 0  # nothing ranks above the token that came: it is the guess
+    # One hover string a cell (layers × positions, a few thousand): plain escaped text, no markup.
+    plain = [html.escape(plain_label(p)) for p in pieces]
     hover = []
     for layer in range(n_layers):
         row = []
         for t in range(n):
-            text = f"{lens.labels[layer]} at {columns[t]}<br>top guess: {chart_label(guess_pieces[layer][t], None)} " \
-                   f"(p = {lens.top_probs[layer, t]:.3f})"
+            text = (f"{lens.labels[layer]} at {t} {plain[t]}<br>top guess: {html.escape(plain_label(guess_pieces[layer][t]))}"
+                    f" (p = {lens.top_probs[layer, t]:.3f})")
             if t < n - 1:
-                mark = " ✓ the guess" if hits[layer, t] else ""
-                text += (f"<br>actual next: {chart_label(pieces[t + 1], None)}, rank {int(lens.next_ranks[layer, t]) + 1}"
-                         f" (p = {lens.next_probs[layer, t]:.3f}){mark}")
+                text += (f"<br>actual next: {plain[t + 1]}, rank {int(lens.next_ranks[layer, t]) + 1} "
+                         f"(p = {lens.next_probs[layer, t]:.3f})" + (" ✓" if hits[layer, t] else ""))
             row.append(text)
         hover.append(row)
     fig = go.Figure(go.Heatmap(

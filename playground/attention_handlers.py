@@ -1,7 +1,7 @@
 """Handlers of the Attention tab: plain functions of the session's latest run and the tab's controls.
 
-Each draws only what its control changes: a new run or layer redraws everything (a new run in three
-stages, fastest first), a head the map and the shaded text, a clicked token (the query) the shaded
+Each draws only what its control changes, one view an event so the browser draws one at a time: a
+new run or layer everything, a head the map and the shaded text, a clicked token (the query) the shaded
 text and the head view. A layer's weights are assembled from the run's rows on demand (an L-th of the
 whole matrix).
 """
@@ -37,21 +37,19 @@ def make_attention_handlers(registry: ModelRegistry):
 
     def controls_and_text(record: RunRecord | None):
         """A new run's first stage: layer 0, the mean over heads, the last query position, and what is drawn
-        fastest: (layer slider, head menu, query, empty-tab note, shaded text, head view)."""
+        fastest: (layer slider, head menu, query, empty-tab note, shaded text)."""
         shape = None if record is None or not record.steps else record.attention_shape
         if shape is None:
             note = NO_RUN if record is None or not record.steps else NOT_RECORDED
             return (gr.update(value=0, maximum=1), gr.update(choices=["mean"], value="mean"), 0,
-                    gr.update(value=note, visible=True), gr.update(value="", visible=False),
-                    gr.update(value=None, visible=False))
+                    gr.update(value=note, visible=True), gr.update(value="", visible=False))
         layers, heads, n_queries = shape
         query = n_queries - 1
-        weights, pieces = record.attention_layer(0), record.all_pieces()
+        weights, pieces = record.attention_layer(0), record.all_pieces()  # a new run opens on layer 0
         return (gr.update(value=0, maximum=max(1, layers - 1)),  # a slider needs minimum < maximum
                 gr.update(choices=["mean"] + [str(h) for h in range(heads)], value="mean"), query,
                 gr.update(value="", visible=False),
-                gr.update(value=attention_text_html(weights, pieces, query, None), visible=True),
-                gr.update(value=head_view_figure(weights, pieces, 0, query, kv_heads(record)), visible=True))
+                gr.update(value=attention_text_html(weights, pieces, query, None), visible=True))
 
     def map_of(record: RunRecord | None, layer, head):
         """The map of the layer's head (or mean), shown; hidden when the run kept no attention."""
@@ -61,6 +59,15 @@ def make_attention_handlers(registry: ModelRegistry):
         figure = attention_figure(record.attention_layer(layer), record.all_pieces(), layer, _head_index(head))
         return gr.update(value=figure, visible=True)
 
+    def head_view_of(record: RunRecord | None, layer, query):
+        """The head view of the query token, shown; hidden when the run kept no attention."""
+        if record is None or record.attention_shape is None:
+            return gr.update(value=None, visible=False)
+        layers, _, n_queries = record.attention_shape
+        layer, query = _clamp(layer, layers - 1), _clamp(query, n_queries - 1)
+        figure = head_view_figure(record.attention_layer(layer), record.all_pieces(), layer, query, kv_heads(record))
+        return gr.update(value=figure, visible=True)
+
     def heads_of(record: RunRecord | None, layer):
         """Every head of the layer, shown; hidden when the run kept no attention."""
         if record is None or record.attention_shape is None:
@@ -68,18 +75,8 @@ def make_attention_handlers(registry: ModelRegistry):
         layer = _clamp(layer, record.attention_shape[0] - 1)
         return gr.update(value=heads_figure(record.attention_layer(layer), layer, kv_heads(record)), visible=True)
 
-    def text_and_view(record: RunRecord | None, layer, head, query):
-        """After a layer change: (shaded text, head view)."""
-        if record is None or record.attention_shape is None:
-            return gr.skip(), gr.skip()
-        layers, _, n_queries = record.attention_shape
-        layer, query = _clamp(layer, layers - 1), _clamp(query, n_queries - 1)
-        weights, pieces = record.attention_layer(layer), record.all_pieces()
-        return (attention_text_html(weights, pieces, query, _head_index(head)),
-                head_view_figure(weights, pieces, layer, query, kv_heads(record)))
-
     def text_of(record: RunRecord | None, layer, head, query):
-        """After a head change: the shaded text."""
+        """After a layer or head change: the shaded text."""
         if record is None or record.attention_shape is None:
             return gr.skip()
         layers, _, n_queries = record.attention_shape
@@ -99,5 +96,5 @@ def make_attention_handlers(registry: ModelRegistry):
         return (index, attention_text_html(weights, pieces, index, _head_index(head)),
                 head_view_figure(weights, pieces, layer, index, kv_heads(record)))
 
-    return {"controls_and_text": controls_and_text, "map_of": map_of, "heads_of": heads_of,
-            "text_and_view": text_and_view, "text_of": text_of, "select_query": select_query}
+    return {"controls_and_text": controls_and_text, "map_of": map_of, "head_view_of": head_view_of,
+            "heads_of": heads_of, "text_of": text_of, "select_query": select_query}

@@ -49,16 +49,18 @@ def wire(tab: AttentionTab, tab_item: gr.Tab, views: TabViews, run_state: gr.Sta
     """Events of the tab; returns `after_run(event)`, which draws it after a run when it shows."""
     view = [run_state, tab.layer, tab.head, tab.query]
     # .input, not .change: setting the controls for a new run must not redraw a second time. Each redraw
-    # is a chain of events, the map first, so the browser draws one chart per task.
+    # is a chain of events, one view each and the map first, so the browser draws one chart per task.
     tab.layer.input(attention["map_of"], view[:3], tab.map, trigger_mode="always_last", **QUIET).then(
-        attention["text_and_view"], view, [tab.text, tab.head_view], **QUIET).then(
+        attention["text_of"], view, tab.text, **QUIET).then(
+        attention["head_view_of"], [run_state, tab.layer, tab.query], tab.head_view, **QUIET).then(
         attention["heads_of"], view[:2], tab.heads, **QUIET)
     tab.head.input(attention["map_of"], view[:3], tab.map, trigger_mode="always_last", **QUIET).then(
         attention["text_of"], view, tab.text, **QUIET)
     tab.text.click(attention["select_query"], [run_state, tab.layer, tab.head], [tab.query, tab.text, tab.head_view],
                    **QUIET)
-    # A new run in three stages, so the browser draws the quick views first and one chart per task.
-    first = [tab.layer, tab.head, tab.query, tab.empty, tab.text, tab.head_view]
-    return lazy(views, "attention", tab_item, [(attention["controls_and_text"], [run_state], first),
-                                               (attention["map_of"], [run_state, tab.layer, tab.head], [tab.map]),
-                                               (attention["heads_of"], [run_state, tab.layer], [tab.heads])])
+    first = [tab.layer, tab.head, tab.query, tab.empty, tab.text]
+    return lazy(views, "attention", tab_item, [
+        (attention["controls_and_text"], [run_state], first),
+        (attention["map_of"], [run_state, tab.layer, tab.head], [tab.map]),
+        (attention["head_view_of"], [run_state, tab.layer, tab.query], [tab.head_view]),
+        (attention["heads_of"], [run_state, tab.layer], [tab.heads])])
