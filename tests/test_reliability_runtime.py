@@ -173,19 +173,24 @@ def test_C1_out_of_memory_during_a_run_is_reported_and_the_memory_freed(client, 
     assert_serves(client, probe)
 
 
-def test_C2_an_exception_in_a_handler_is_a_clear_error_without_a_stack_trace(app, client, probe):
+def test_C2_an_exception_in_a_handler_is_a_clear_error_without_a_stack_trace(app, client, probe, monkeypatch):
     from gradio_client.exceptions import AppError
 
     probe.fail_at(2, raising(lambda: ValueError("weights on fire")))
     with pytest.raises(AppError, match=r"generation failed \(ValueError: weights on fire\) \(after 1 tokens\)"):
         generate(client)
-    # A bug outside the generation path (here a private event fed a value its slider cannot take):
-    # the client learns that it failed, and nothing of the exception (show_error=False).
-    status, _, session = raw_join(app.url, "/redraw_attention", [None, "not a layer", "mean"])
+    # A bug outside the generation path (here the calculator's page event, whose published data fails to
+    # load): the client learns that it failed, and nothing of the exception (show_error=False).
+    def broken_data():
+        raise RuntimeError("internal detail: published data unreadable")
+
+    monkeypatch.setattr("playground.insights.published_models", broken_data)
+    status, _, session = raw_join(app.url, "/calculator", [6.7e9, 1e12, 0, 1e12])
     assert status == 200
     final = raw_messages(app.url, session)[-1]
     assert final["msg"] == "process_completed" and final["success"] is False
-    assert final["output"]["error"] is None and "Traceback" not in str(final) and "not a layer" not in str(final)
+    assert final["output"]["error"] is None and "Traceback" not in str(final) and "internal detail" not in str(final)
+    monkeypatch.undo()
     assert_serves(client, probe)
 
 
