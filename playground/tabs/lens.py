@@ -30,9 +30,9 @@ def create_ui() -> LensTab:
 
 
 def wire(tab: LensTab, run_state: gr.State, insights: dict) -> None:
-    def read(record):
+    def read_lens(record):
         if record is None or not record.steps:
             return gr.update(value=NO_RUN, visible=True), gr.update(value=None, visible=False)
         return gr.update(visible=False), gr.update(value=insights["lens"](record), visible=True)
 
-    tab.button.click(read, run_state, [tab.note, tab.plot], concurrency_id="model", api_visibility="private")
+    tab.button.click(read_lens, run_state, [tab.note, tab.plot], concurrency_id="model", api_visibility="private")
