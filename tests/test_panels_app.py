@@ -30,9 +30,14 @@ def _chart_widths(page, selector: str) -> tuple[float, float]:
 
 
 def _run(page, prompt: str, tokens: int) -> str:
+    # A short run may finish before a poll sees "generating": wait for this run's status, whichever shows first
+    # (a finished status differs from the previous run's in its timings).
+    before = page.inner_text("#status") if page.locator("#status").count() else ""
     _generate_in_page(page, prompt, max_tokens=tokens)
-    page.wait_for_function("document.querySelector('#status')?.innerText.includes('generating')", timeout=60_000,
-                           polling=50)
+    page.wait_for_function("""(before) => {
+        const text = document.querySelector('#status')?.innerText || '';
+        return text.includes('generating') || (text.includes('stop:') && text !== before);
+    }""", arg=before, timeout=60_000, polling=50)
     return _wait_finished(page)
 
 
