@@ -209,6 +209,7 @@ def worker(mode: str, directory: Path, new_tokens: int, prefill_tokens: int, thr
         stream = llamacpp_engine(directory / f"model-{weights}.gguf", threads, config["max_position_embeddings"],
                                  plain_buffers)
         result["plain_buffers"] = plain_buffers
+    result["load_peak_rss_mb"] = peak_rss_mb()  # loading's high-water mark, before any run
     vocab_size = config["vocab_size"]
     decode_prompt = prompt_ids(DECODE_PROMPT_TOKENS, vocab_size)
     prefill_prompt = prompt_ids(prefill_tokens, vocab_size)
@@ -386,7 +387,7 @@ def best(runs: list[dict]) -> dict:
     """Fastest of each mode's rounds: other work on the machine can only slow a run down."""
     result = dict(runs[0])
     for key, pick in (("decode_tps", max), ("attention_tps", max), ("long_tps", max), ("prefill_ms", min),
-                      ("peak_rss_mb", max), ("steady_rss_mb", max)):
+                      ("peak_rss_mb", max), ("steady_rss_mb", max), ("load_peak_rss_mb", max)):
         if key in result:
             result[key] = pick(run[key] for run in runs)
     result["others_cpu"] = [run["others_cpu"] for run in runs]
@@ -401,7 +402,8 @@ def first_difference(a: list[int], b: list[int]) -> int | None:
 def print_table(results: dict, bandwidth: float, args: argparse.Namespace, skipped: list[str]) -> None:
     print(machine_line(args.threads) + "\n")
     header = ["config", "mode", "decode tok/s", "vs peer 1", "vs peer 2", "% of bandwidth limit", "prefill ms",
-              "prefill vs transformers", "attention capture cost", "peak RSS MB", "steady RSS MB", "greedy = ours fp32"]
+              "prefill vs transformers", "attention capture cost", "peak RSS MB", "steady RSS MB",
+              "load peak ÷ steady", "greedy = ours fp32"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for (config, mode), r in results.items():
@@ -418,15 +420,17 @@ def print_table(results: dict, bandwidth: float, args: argparse.Namespace, skipp
         same = "–" if reference is None else ("yes" if diff is None else f"no (from token {diff})")
         print("| " + " | ".join([CONFIGS[config], mode, f"{r['decode_tps']:.1f}", *ratios,
                                  f"{r['decode_tps'] / limit:.0%}", f"{r['prefill_ms']:.0f}", prefill, capture,
-                                 f"{r['peak_rss_mb']:.0f}", f"{r['steady_rss_mb']:.0f}", same]) + " |")
+                                 f"{r['peak_rss_mb']:.0f}", f"{r['steady_rss_mb']:.0f}",
+                                 f"{r['load_peak_rss_mb'] / r['steady_rss_mb']:.2f}", same]) + " |")
     print(f"\nDecode: greedy, {args.new_tokens} new tokens after a {DECODE_PROMPT_TOKENS}-token prompt, from the "
           f"median gap between tokens as the consumer receives them. Prefill: time to the first token of a "
           f"{args.prompt_tokens}-token prompt (at most the context − 1: 255 for stories15M). \"vs\": decode speed ratio, > 1 means ours is "
           f"faster. Attention capture cost: decode time with capture on ÷ off, at {ATTENTION_CONTEXT} positions of "
           f"context. Bandwidth limit: measured read bandwidth {bandwidth:.1f} GB/s ÷ weight bytes per token. "
           f"Each after a warm-up; best of {args.rounds} alternating rounds. Torch threads (and llama.cpp threads): "
-          f"{args.threads}; torch {torch.__version__}; {os.cpu_count()} CPUs. Peak RSS (VmHWM) counts imports "
-          "and loading; steady RSS is after the runs.")
+          f"{args.threads}; torch {torch.__version__}; {os.cpu_count()} CPUs. Peak RSS (VmHWM) counts imports, "
+          "loading and the runs (a 512-token prefill, attention capture); steady RSS is after the runs; load peak "
+          "÷ steady is the high-water mark when loading has finished over the steady size (imports in both).")
     busy = sorted({f"{share:.0%}" for r in results.values() for share in r["others_cpu"]})
     print(f"Other processes took {', '.join(busy)} of the CPU during the rounds.")
     for note in skipped:

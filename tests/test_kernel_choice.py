@@ -44,6 +44,17 @@ def test_16_bit_weights_take_the_fastest_exact_dtype():
                                                             "weights/s; fp32 would not fit the memory")
 
 
+def test_a_type_that_prefills_at_under_half_another_candidates_rate_goes_last():
+    # fp16 reads a row at 7.3 GB/s, a little faster per weight than fp32 at 14, but its matrix products run
+    # at well under half of fp32's (a CPU with matrix units for bf16 only, as AMX).
+    machine = KernelSpeeds("test CPU", "AVX512", 1, torch.__version__, {"fp32": 14.0, "bf16": 10.2, "fp16": 7.3},
+                           1.0, {"fp32": 100.0, "bf16": 400.0, "fp16": 40.0})
+    dtype, reason = choose(FP16, machine=machine)
+    assert dtype == FP32 and reason.endswith("passed over fp16 (prefill 2.5× slower)")
+    assert choose(BF16, machine=machine)[0] == BF16
+    assert choose(FP16, machine=machine, fits=False)[0] == FP16  # the only candidate left
+
+
 def test_the_fp16_check_reads_the_weights_only_when_fp16_would_win():
     reads = []
     choose_dtype(BF16, None, BF16_FAST, True, lambda: reads.append(1) or True)
@@ -128,5 +139,6 @@ def test_the_real_probe_measures_every_kernel(monkeypatch):
     monkeypatch.setattr(probe, "ROUNDS", 1)
     result = probe._measure(1)
     assert set(result.gbs) == {"fp32", "fp32-input-major", "bf16", "fp16", "int8", "int4"}
+    assert set(result.prefill_gflops) == {"fp32", "bf16", "fp16"} and min(result.prefill_gflops.values()) > 0
     assert all(value > 0 for value in result.gbs.values()) and 0 < result.cpu_share <= 1.5
     assert result.threads == 1 and "[" in result.cpu  # the ISA flags that decide the kernels are in the key

@@ -75,10 +75,18 @@ def choose_dtype(stored: torch.dtype, requested: torch.dtype | None, speeds: Ker
     if stored == torch.bfloat16:
         candidates.append(torch.float16)
     ranked = sorted(candidates, key=lambda d: speeds.weights_per_second(NAMES[d]), reverse=True)
+    # A type whose prefill runs at under half another candidate's rate goes last (fp16 on a CPU whose matrix
+    # units take bf16 only): decode gains a little, every prompt loses a lot.
+    prefill = {d: speeds.prefill_gflops.get(NAMES[d]) for d in candidates}
+    fastest = max((rate for rate in prefill.values() if rate), default=None)
+    slow = [d for d in ranked if fastest and prefill[d] and prefill[d] < fastest / 2]
+    ranked = [d for d in ranked if d not in slow] + slow
     for dtype in ranked:
         if dtype == torch.float16 and stored == torch.bfloat16 and not fits_fp16_exactly():
             continue
-        return dtype, _auto_reason(stored, dtype, ranked, speeds, fp32_fits)
+        reason = _auto_reason(stored, dtype, ranked, speeds, fp32_fits)
+        passed = [f"{NAMES[d]} (prefill {fastest / prefill[d]:.1f}× slower)" for d in slow if d != dtype]
+        return dtype, reason + (f"; passed over {', '.join(passed)}" if passed else "")
     return stored, f"auto: the checkpoint's {name}"  # unreachable: `stored` is always a candidate
 
 

@@ -5,7 +5,9 @@ them, and which kernel is fastest is a property of the machine, not of PyTorch: 
 earlier AVX2 machine a bf16 product ran 6× slower than fp32; on an AVX-512 machine with
 avx512_bf16 it is faster per weight, and on another AVX-512 machine fp16 read twice bf16's bytes
 per second. So `dtype="auto"` asks this probe: one 1×K by N×K product (the issue's yardstick,
-TinyLlama's FFN: 5632×2048) per kernel, as GB/s of weights read.
+TinyLlama's FFN: 5632×2048) per kernel, as GB/s of weights read; and, for the float types, the same matrix
+times 32 rows (a prefill's matrix product) in GFLOP/s, since a CPU without matrix units for a type (fp16
+here: AMX has bf16 and int8 only) can read it fast one row at a time and still prefill several times slower.
 
 Other work on the machine only slows a kernel down, so the kernels take turns for a few rounds and
 each keeps its fastest time. The probe also notes the share of its threads' time the process really
@@ -24,13 +26,15 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 PROBE_SHAPE = (5632, 2048)  # (N, K): TinyLlama-1.1B's FFN up projection
+PREFILL_ROWS = 32
+PROBE_VERSION = 2  # part of the cache key: a probe that measures more is not answered by an older entry
 ROUNDS = 6  # timed turns per kernel, after one warm-up round; the fastest counts
 MIN_CPU_SHARE = 0.6  # of threads × wall time: below it, other processes held our cores
 # Bytes one weight costs each kernel (int4: half a byte plus a bf16 scale and zero per 32 weights).
@@ -48,6 +52,7 @@ class KernelSpeeds:
     torch_version: str
     gbs: dict[str, float]
     cpu_share: float = 1.0  # of threads × wall time that the probe's process got while measuring
+    prefill_gflops: dict[str, float] = field(default_factory=dict)  # fp32/bf16/fp16, PREFILL_ROWS rows
 
     @property
     def reliable(self) -> bool:
@@ -62,7 +67,9 @@ class KernelSpeeds:
         shown = ", ".join(f"{kind} {self.gbs[kind]:.1f}" for kind in ("fp32", "bf16", "fp16", "int8", "int4")
                           if kind in self.gbs)
         busy = "" if self.reliable else f"; machine busy, got {self.cpu_share:.0%} of the CPU: not used"
-        return f"{shown} GB/s ({self.threads} thread{'s' * (self.threads != 1)}, {self.capability}{busy})"
+        prefill = ", ".join(f"{kind} {rate:.0f}" for kind, rate in self.prefill_gflops.items())
+        prefill = f"; prefill {prefill} GFLOP/s" if prefill else ""
+        return f"{shown} GB/s{prefill} ({self.threads} thread{'s' * (self.threads != 1)}, {self.capability}{busy})"
 
 
 def cpu_model() -> str:
@@ -107,7 +114,8 @@ _THIS_PROCESS: dict[str, KernelSpeeds] = {}  # one probe per process, whether or
 
 
 def _cache_key(threads: int) -> str:
-    text = f"{cpu_model()}|{torch.backends.cpu.get_cpu_capability()}|torch {torch.__version__}|{threads} threads"
+    text = (f"probe {PROBE_VERSION}|{cpu_model()}|{torch.backends.cpu.get_cpu_capability()}|torch {torch.__version__}"
+            f"|{threads} threads")
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -139,16 +147,17 @@ def _measure(threads: int) -> KernelSpeeds:
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        gbs, cpu_share = _time_kernels(threads)
+        gbs, prefill, cpu_share = _time_kernels(threads)
     finally:
         torch.set_num_threads(previous)
     return KernelSpeeds(cpu_model(), torch.backends.cpu.get_cpu_capability(), threads, torch.__version__, gbs,
-                        round(cpu_share, 2))
+                        round(cpu_share, 2), prefill)
 
 
 @torch.inference_mode()
-def _time_kernels(threads: int) -> tuple[dict[str, float], float]:
-    """GB/s per kernel (fastest of the rounds) and the share of `threads` cores the process got meanwhile."""
+def _time_kernels(threads: int) -> tuple[dict[str, float], dict[str, float], float]:
+    """GB/s per kernel and prefill GFLOP/s per float type (fastest of the rounds), and the share of `threads`
+    cores the process got meanwhile."""
     from .int4 import Int4Linear
     from .int8 import Int8Linear
     from .page_release import return_freed_memory
@@ -166,6 +175,9 @@ def _time_kernels(threads: int) -> tuple[dict[str, float], float]:
         "int8": (Int8Linear(weight), (x,)),
         "int4": (Int4Linear.from_float(weight, 32), (x,)),
     }
+    rows = torch.empty(PREFILL_ROWS, k).uniform_(-1, 1, generator=torch.Generator().manual_seed(2))
+    for kind, w in (("fp32", weight), ("bf16", bf16), ("fp16", fp16)):
+        products[f"{kind} prefill"] = (F.linear, (rows.to(w.dtype), w))
     for function, arguments in products.values():
         function(*arguments)  # the first call pays for allocation and kernel selection
     best = dict.fromkeys(products, float("inf"))
@@ -178,7 +190,11 @@ def _time_kernels(threads: int) -> tuple[dict[str, float], float]:
     share = (_cpu_seconds() - cpu) / ((time.perf_counter() - wall) * threads)
     del products, weight, bf16, fp16
     return_freed_memory()  # the probe's ~150 MB of matrices: not to stay in the heap of the process that loads
-    return {kind: round(n * k * BYTES_PER_WEIGHT[kind] / seconds / 1e9, 2) for kind, seconds in best.items()}, share
+    gbs = {kind: round(n * k * BYTES_PER_WEIGHT[kind] / seconds / 1e9, 2) for kind, seconds in best.items()
+           if not kind.endswith(" prefill")}
+    prefill = {kind.removesuffix(" prefill"): round(2 * PREFILL_ROWS * n * k / seconds / 1e9, 1)
+               for kind, seconds in best.items() if kind.endswith(" prefill")}
+    return gbs, prefill, share
 
 
 def _cpu_seconds() -> float:
