@@ -26,6 +26,14 @@ def choose(stored, requested=None, machine=AVX2, fits=True, exact=True):
     return choose_dtype(stored, requested, machine, fits, lambda: exact)
 
 
+def test_a_kernel_counts_at_most_at_the_memorys_read_rate():
+    # The probe's matrix may sit in the last-level cache; a model's weights stream from memory.
+    machine = KernelSpeeds("test CPU", "AVX512", 2, torch.__version__,
+                           {"fp32": 45.0, "bf16": 27.0, "fp16": 18.0, "memory": 23.0})
+    assert machine.weights_per_second("fp32") == 23e9 / 4 and machine.weights_per_second("fp16") == 18e9 / 2
+    assert choose(BF16, machine=machine)[0] == BF16  # 11.5 G weights/s against fp32's 5.75
+
+
 def test_fp32_weights_are_never_rounded_by_auto():
     for machine in (AVX2, BF16_FAST, FP16_FAST):
         assert choose(FP32, machine=machine)[0] == FP32
@@ -138,7 +146,7 @@ def test_a_corrupt_cache_is_measured_again(tmp_path, monkeypatch):
 def test_the_real_probe_measures_every_kernel(monkeypatch):
     monkeypatch.setattr(probe, "ROUNDS", 1)
     result = probe._measure(1)
-    assert set(result.gbs) == {"fp32", "fp32-input-major", "bf16", "fp16", "int8", "int4"}
+    assert set(result.gbs) == {"fp32", "fp32-input-major", "bf16", "fp16", "int8", "int4", "memory"}
     assert set(result.prefill_gflops) == {"fp32", "bf16", "fp16"} and min(result.prefill_gflops.values()) > 0
     assert all(value > 0 for value in result.gbs.values()) and 0 < result.cpu_share <= 1.5
     assert result.threads == 1 and "[" in result.cpu  # the ISA flags that decide the kernels are in the key

@@ -85,7 +85,9 @@ def choose_dtype(stored: torch.dtype, requested: torch.dtype | None, speeds: Ker
         if dtype == torch.float16 and stored == torch.bfloat16 and not fits_fp16_exactly():
             continue
         reason = _auto_reason(stored, dtype, ranked, speeds, fp32_fits)
-        passed = [f"{NAMES[d]} (prefill {fastest / prefill[d]:.1f}× slower)" for d in slow if d != dtype]
+        rate = speeds.weights_per_second
+        passed = [f"{NAMES[d]} (prefill {fastest / prefill[d]:.1f}× slower)" for d in slow
+                  if rate(NAMES[d]) > rate(NAMES[dtype])]  # only those it decodes faster than
         return dtype, reason + (f"; passed over {', '.join(passed)}" if passed else "")
     return stored, f"auto: the checkpoint's {name}"  # unreachable: `stored` is always a candidate
 
