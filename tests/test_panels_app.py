@@ -113,13 +113,13 @@ def test_messages_explain_themselves_without_covering_controls(server, browser):
     page.get_by_label("Model size").click()
     page.get_by_role("option").filter(has_text="LLaMA-7B").first.click()
     page.wait_for_function("document.querySelector('#model-info')?.innerText.includes('The menu is back on')",
-                           timeout=30_000)
+                           timeout=90_000)
     assert "needs its weights" in page.inner_text("#model-info")
     assert page.get_by_label("Model size").input_value() == loaded
     # An instruction format on a base model carries a note.
     page.get_by_label("alpaca").check()
     page.wait_for_function("document.querySelector('#template-note')?.innerText.includes('base model')",
-                           timeout=30_000)
+                           timeout=90_000)
     page.get_by_label("plain").check()
 
     # A request the context cannot hold: the message sits below the slider it names, covering nothing.
@@ -128,7 +128,7 @@ def test_messages_explain_themselves_without_covering_controls(server, browser):
     page.get_by_label("Max new tokens").first.press("Enter")
     page.click("#generate")
     message = page.locator("#slider-max-new-tokens .validation-error")
-    message.wait_for(timeout=30_000)
+    message.wait_for(timeout=90_000)
     assert "max_new_tokens" in message.inner_text()
     box, number = message.bounding_box(), page.locator("#slider-max-new-tokens input[type=number]").bounding_box()
     track = page.locator("#slider-max-new-tokens input[type=range]").bounding_box()
@@ -142,6 +142,6 @@ def test_messages_explain_themselves_without_covering_controls(server, browser):
     _run(page, "In the beginning", 8)
     _open(page, "Attention")
     page.wait_for_function("document.querySelector('#attention-empty')?.innerText.includes('Record attention')",
-                           timeout=30_000)
+                           timeout=90_000)
     assert not page.locator("#attention .main-svg").is_visible()
     page.close()
