@@ -32,7 +32,7 @@ from .formats.tensor_checks import check_finite, check_names_and_shapes, untie
 from .formats.tensor_files import CheckpointTensors, file_signature, read_json, stored_bytes
 from .kernels.dtype_choice import NAMES, KernelChoice, choose_dtype, fits_fp16_exactly
 from .kernels.page_release import converted as convert_releasing
-from .kernels.page_release import release_file_pages
+from .kernels.page_release import release_file_pages, release_files_under
 from .kernels.probe import KernelSpeeds, probe_kernels
 from .kernels.quantized_model import (
     install_gguf_modules, is_projection, parse_quantize, placeholder, quantize_model, weights_label,
@@ -170,6 +170,7 @@ def load_checkpoint(
     card_path = folder / "model_card.json"
     card = read_json(card_path) if card_path.is_file() else None
     checkpoint = _read_checkpoint(path, fmt)
+    release_files_under(folder)  # what the reader read to prepare its tensors (q/k un-permuted copies)
     generation_eos, defaults = read_generation_config(folder)
     with torch.device("meta"):
         skeleton = Transformer(checkpoint.args)
@@ -196,13 +197,18 @@ def load_checkpoint(
     # The decode layout and the quantizers copy every projection anyway: they convert it in that copy.
     relaid = device_map is None and (fast_layout or quantization is not None)
     model, reason = _build_model(args, tensors, checkpoint, requested_dtype, speeds, quantization, relaid)
+    gguf_kinds = {n: t.kind for n, t in tensors.items() if isinstance(t, QuantizedTensor) and is_projection(n)}
+    # The model holds what it needs; the reader's tensors (a Hugging Face reader's un-permuted q/k copies
+    # among them) would otherwise stay alive until this function returns, beside the re-laid-out copies.
+    tensors.clear()
+    checkpoint.tensors.clear()
     loaded_dtype = model.tok_embeddings.weight.dtype
     n_params = parameter_count(args)
     if quantization is not None:
         model = quantize_model(model, quantization)
     if device_map is None and fast_layout:
         model = prepare_for_inference(model)
-    kernels = _kernel_choice(model, tensors, reason, speeds) if device_map is None else None
+    kernels = _kernel_choice(model, gguf_kinds, reason, speeds) if device_map is None else None
     n_bytes = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
     if device_map is not None:
         model = _dispatch(model, device_map, max_memory, offload_dir)
@@ -347,10 +353,10 @@ def _float_dtype(tensors: dict, checkpoint: CheckpointTensors, requested: torch.
     return choose_dtype(stored, requested, speeds, fp32_fits, lambda: fits_fp16_exactly(matrices))
 
 
-def _kernel_choice(model: Transformer, tensors: dict, reason: str, speeds: KernelSpeeds | None) -> KernelChoice:
-    kinds = {n: t.kind for n, t in tensors.items() if isinstance(t, QuantizedTensor) and is_projection(n)}
+def _kernel_choice(model: Transformer, gguf_kinds: dict[str, str], reason: str,
+                   speeds: KernelSpeeds | None) -> KernelChoice:
     residual = model.residual_dtype or model.tok_embeddings.weight.dtype
-    return KernelChoice(weights_label(model, kinds), NAMES[residual], reason, speeds)
+    return KernelChoice(weights_label(model, gguf_kinds), NAMES[residual], reason, speeds)
 
 
 def _parse_dtype(dtype: torch.dtype | str) -> torch.dtype | None:

@@ -24,7 +24,7 @@ from .page_release import release_file_pages
 # AMX here) beat the kernel, which is a matrix-vector product per row: 5632×2048 with 64 rows, one thread,
 # 17.5 ms in the kernel against 9 ms dequantizing plus 3 ms multiplying (512 rows: 144 against 24 ms).
 PREFILL_ROWS = 64
-CHUNK_ELEMENTS = 1 << 22  # weights quantized at a time: bounds each fp32 temporary to 16 MiB at load
+CHUNK_ELEMENTS = 1 << 20  # weights quantized at a time: bounds each fp32 temporary to 4 MiB at load
 
 
 def row_chunks(rows: int, columns: int, multiple: int = 1) -> list[slice]:

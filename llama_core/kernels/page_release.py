@@ -71,6 +71,38 @@ def release_file_pages(source: Tensor, replacement: Tensor | None = None) -> int
     first, last = -(-start // _PAGE) * _PAGE, end // _PAGE * _PAGE  # whole pages inside [start, end)
     if last <= first or not _file_backed(first, last):
         return 0
+    return _madvise(first, last)
+
+
+def release_files_under(folder: Path) -> int:
+    """Drop this process's resident pages of every file mapped from under `folder` (a checkpoint's): what a
+    format reader read while preparing its tensors (Hugging Face's q/k un-permute copies wq and wk, reading
+    them whole) and no longer holds. Returns the bytes given back."""
+    folder = Path(folder).resolve()
+    # A Hub snapshot's files are symbolic links into the cache's blobs: the mapping names the blob.
+    files = {str(entry.resolve()) for entry in folder.iterdir() if entry.is_file()} if folder.is_dir() else set()
+    released = 0
+    for low, high, path in _file_mappings():
+        if path in files or path.startswith(f"{folder}{os.sep}"):
+            released += _madvise(low, high)
+    return released
+
+
+def _file_mappings() -> list[tuple[int, int, str]]:
+    try:
+        lines = Path(f"/proc/{os.getpid()}/maps").read_text().splitlines()
+    except OSError:
+        return []
+    mappings = []
+    for line in lines:
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[4] != "0" and fields[5].startswith("/"):
+            low, high = (int(x, 16) for x in fields[0].split("-"))
+            mappings.append((low, high, fields[5]))
+    return mappings
+
+
+def _madvise(first: int, last: int) -> int:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         if libc.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), MADV_DONTNEED) != 0:
@@ -86,15 +118,5 @@ def _shares_storage(a: Tensor, b: Tensor) -> bool:
 
 def _file_backed(first: int, last: int) -> bool:
     """Whether [first, last) lies inside one mapping of a regular file."""
-    maps = Path(f"/proc/{os.getpid()}/maps")
-    try:
-        lines = maps.read_text().splitlines()
-    except OSError:
-        return False
-    for line in lines:
-        fields = line.split(maxsplit=5)
-        low, high = (int(x, 16) for x in fields[0].split("-"))
-        if low <= first and last <= high:
-            path = fields[5] if len(fields) == 6 else ""
-            return fields[4] != "0" and path.startswith("/") and not path.endswith("(deleted)")
-    return False
+    return any(low <= first and last <= high and not path.endswith("(deleted)")
+               for low, high, path in _file_mappings())
