@@ -29,6 +29,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self
 from urllib.parse import urlsplit
 
 import pytest
@@ -88,7 +89,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _ProxyServer
 
-    def log_message(self, format, *args) -> None:  # noqa: A002 — the base class's name; quiet tests
+    def log_message(self, format, *args) -> None:  # the tests print no access log
         pass
 
     def do_GET(self) -> None:
@@ -262,7 +263,7 @@ class FaultProxy:
         self._server.server_close()
         self._thread.join(timeout=10)
 
-    def __enter__(self) -> FaultProxy:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

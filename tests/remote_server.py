@@ -35,7 +35,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from app_server import free_port
 
 REPO = Path(__file__).resolve().parents[1]
