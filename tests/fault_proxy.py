@@ -219,7 +219,9 @@ class FaultProxy:
         self._server = _ProxyServer(self._state)
         self.port = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fault-proxy", daemon=True)
+        # A short poll: close() waits up to one interval for the serving loop to notice.
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="fault-proxy",
+                                        daemon=True)
         self._thread.start()
 
     def _add(self, fault: Fault, times: int = 1) -> FaultProxy:
