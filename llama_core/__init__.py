@@ -1,5 +1,6 @@
 """LLaMA engine: model, tokenizer, checkpoint loading, sampling and streaming generation."""
 
+from .backends import RemoteConfig, RemoteError, RemoteServer
 from .chat import BUILTIN_CHAT_TEMPLATES, chat_prompt, encode_chat, render_chat
 from .config import PRESETS, ModelArgs, parameter_count, preset
 from .errors import ChatTemplateError, CheckpointError, ParameterError, TokenizerError
@@ -11,6 +12,7 @@ from .templates import TEMPLATES, apply_template
 from .tokenizer import StreamDecoder, Tokenizer
 
 __all__ = [
+    "RemoteConfig", "RemoteError", "RemoteServer",
     "BUILTIN_CHAT_TEMPLATES", "chat_prompt", "encode_chat", "render_chat",
     "PRESETS", "ModelArgs", "parameter_count", "preset",
     "ChatTemplateError", "CheckpointError", "ParameterError", "TokenizerError",

@@ -42,11 +42,20 @@ class RunRecord:
     _attention_rows: list[np.ndarray] = field(default_factory=list, repr=False)
     # Display strings need the whole sequence (a character may span tokens), so the record keeps its tokenizer.
     tokenizer: Tokenizer | None = field(default=None, repr=False, compare=False)
+    # Where the run ran: None for the local engine; for a remote server (llama_core.backends.RemoteModel.source)
+    # {"kind": "remote", "server": url, "model": id, "fingerprint": ..., "top_n": n}.
+    source: dict | None = None
 
     @classmethod
-    def start(cls, model_name: str, tokenizer: Tokenizer, prompt: str, prompt_ids: list[int], settings: dict):
+    def start(cls, model_name: str, tokenizer: Tokenizer, prompt: str, prompt_ids: list[int], settings: dict,
+              source: dict | None = None):
         return cls(model_name, prompt, prompt_ids, [tokenizer.piece(i) for i in prompt_ids], settings,
-                   tokenizer=tokenizer)
+                   tokenizer=tokenizer, source=source)
+
+    @property
+    def is_remote(self) -> bool:
+        """Made by a remote server: probabilities are its top-n, and nothing that needs the weights exists."""
+        return bool(self.source) and self.source.get("kind") == "remote"
 
     def add(self, step: StepRecord) -> None:
         if step.attention is not None:
@@ -134,6 +143,7 @@ class RunRecord:
         """JSON-ready summary: settings, timings and each token with its alternatives."""
         return {
             "model": self.model_name,
+            "source": self.source,
             "prompt": self.prompt,
             "prompt_tokens": [{"token_id": i, "piece": p} for i, p in zip(self.prompt_ids, self.prompt_pieces)],
             "settings": self.settings,
