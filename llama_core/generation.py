@@ -160,9 +160,12 @@ def generate_stream(
     attention_left = attention_left if capture else 0  # rows without the prompt's square are not worth keeping
     cache = model.new_cache(max_len=len(prompt_ids) + budget)
     compiled = compiled_decoder(model) if compile_decode else None
-    out = model(torch.tensor([prompt_ids]), cache, capture_attention=capture, last_only=True)
+    device = model.input_device()  # the KV cache is already there (new_cache)
+    out = model(torch.tensor([prompt_ids], device=device), cache, capture_attention=capture, last_only=True)
     for index in range(budget):
-        logits = out.logits[0, -1, :vocab]  # dropping padding rows = their logits at -inf, at no cost
+        # Dropping padding rows = their logits at -inf, at no cost. The sampler and the record work on the CPU:
+        # one copy of V floats a step from an accelerator (a no-op on the CPU).
+        logits = out.logits[0, -1, :vocab].cpu()
         if not torch.isfinite(logits).all():
             raise GenerationError(f"the model produced non-finite logits at step {index}; the weights may be corrupt "
                                   "or overflow in this dtype (try float32)")
@@ -189,15 +192,15 @@ def generate_stream(
 
         attention = None
         if out.attention is not None:
-            attention = torch.stack([a[0] for a in out.attention]).half()  # (L, H, Tq, S)
+            attention = torch.stack([a[0] for a in out.attention]).half().cpu()  # (L, H, Tq, S)
             attention_left -= attention.numel()
         yield _record(index, token, text, logits, stages, tokenizer, top_n, start, seed, attention, stop_reason)
         if stop_reason is not None:
             return
         capture = capture_attention and heads * (cache.length + 1) <= attention_left
         logits = compiled.step(token, cache) if compiled is not None and not capture else None
-        out = ForwardOutput(logits) if logits is not None else model(torch.tensor([[token]]), cache,
-                                                                     capture_attention=capture)
+        out = ForwardOutput(logits) if logits is not None else model(
+            torch.tensor([[token]], device=device), cache, capture_attention=capture)
 
 
 def _eos_set(tokenizer: Tokenizer, eos_ids: Iterable[int] | None) -> frozenset[int]:

@@ -261,6 +261,10 @@ class Transformer(nn.Module):
         logits = self.output(self.norm(h)).float()  # (B, T, V)
         return ForwardOutput(logits, captured)
 
+    def input_device(self) -> torch.device:
+        """Where token ids go in: the device the embedding computes on (the GPU for a model on CUDA)."""
+        return _execution_device(self.tok_embeddings)
+
     def embed(self, tokens: Tensor) -> Tensor:
         """The residual stream entering the first layer: the tokens' embedding rows, in the stream's dtype."""
         h = self.tok_embeddings(tokens)
