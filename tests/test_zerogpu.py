@@ -41,7 +41,7 @@ class FakeSpaces(types.ModuleType):
         self.decorated: list[str] = []
         self.scheduled: list[tuple[str, int]] = []
 
-    def GPU(self, task=None, *, duration=None, size=None):  # noqa: N802 - the real package's name
+    def GPU(self, task=None, *, duration=None, size=None):  # the real package's name
         if task is None:
             return functools.partial(self.GPU, duration=duration, size=size)
         self.decorated.append(task.__name__)
@@ -126,7 +126,7 @@ def test_a_gpu_run_goes_through_spaces_gpu_with_its_duration_and_streams_the_sam
         fake_spaces, tiny_model, tokenizer, monkeypatch):
     fake, module = fake_spaces
     monkeypatch.setattr(module, "on_accelerator", lambda model: True)  # the weights count as on CUDA
-    options = dict(capture_attention=True, top_n=5)
+    options = {"capture_attention": True, "top_n": 5}
     expected = list(generate_stream(tiny_model, tokenizer, PROMPT, PARAMS, **options))
     for _ in range(2):  # the second run reuses the model's decorated generator
         got = list(module.gpu_stream(tiny_model, tokenizer, PROMPT, PARAMS, **options))
@@ -137,7 +137,7 @@ def test_a_gpu_run_goes_through_spaces_gpu_with_its_duration_and_streams_the_sam
 
 
 def test_closing_the_stream_closes_the_run_in_the_worker(fake_spaces, tiny_model, tokenizer, monkeypatch):
-    fake, module = fake_spaces
+    _, module = fake_spaces
     monkeypatch.setattr(module, "on_accelerator", lambda model: True)
     closed = []
 
@@ -157,7 +157,7 @@ def test_closing_the_stream_closes_the_run_in_the_worker(fake_spaces, tiny_model
 
 def test_an_error_in_the_worker_comes_back_as_itself_or_as_its_message(fake_spaces, tokenizer, tiny_model,
                                                                        monkeypatch):
-    fake, module = fake_spaces
+    _, module = fake_spaces
     monkeypatch.setattr(module, "on_accelerator", lambda model: True)
     small = Transformer(tiny_args(tokenizer.vocab_size - 1)).eval()
     with pytest.raises(TokenizerError, match=f"the tokenizer has {tokenizer.vocab_size} tokens"):
