@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import json
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -224,7 +225,7 @@ class RemoteServer:
                     wait = email.utils.parsedate_to_datetime(header).timestamp() - time.time()
                 except (TypeError, ValueError, IndexError):
                     wait = None
-        if wait is None or wait != wait:  # no usable header: back off 1, 2, 4 … s
+        if wait is None or math.isnan(wait):  # no usable header: back off 1, 2, 4 … s
             wait = 2.0 ** attempt
         return min(max(wait, 0.0), self.config.max_retry_wait_s)
 
@@ -285,7 +286,7 @@ def _read_events(response: httpx.Response, assembler: TokenAssembler) -> Iterato
         if line:
             name, _, value = line.partition(":")
             if name == "data":
-                data.append(value[1:] if value.startswith(" ") else value)
+                data.append(value.removeprefix(" "))
             continue
         if data:  # a blank line ends an event
             payload, data = "\n".join(data), []

@@ -50,7 +50,7 @@ def normalized_url(url: object) -> str:
     if parts.query or parts.fragment or any(c.isspace() for c in url):
         raise ParameterError("url", allowed, url)
     path = parts.path.rstrip("/")
-    path = path[: -len("/v1")] if path.endswith("/v1") else path
+    path = path.removesuffix("/v1")
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
 

@@ -166,7 +166,7 @@ class TokenAssembler:
             if self.pending is not None:
                 ready.append(self.pending)
             self.pending = RemoteToken(piece, logprob, top, None, server_id, self.fingerprint, emitted)
-        if isinstance(choice.get("finish_reason"), str):
+        if isinstance(choice.get("finish_reason"), str) and choice["finish_reason"]:  # TGI sends "" until the end
             self.finish_reason = choice["finish_reason"]
         self.yielded += len(ready)
         return ready

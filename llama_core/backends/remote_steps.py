@@ -8,8 +8,10 @@ under the raw distribution — not the other V - n. So, for each step:
   a LOWER BOUND of the true entropy (equal to it only when the named tokens hold all the probability);
 - `stages` is the sampler pipeline (`sampling.sampler_stages`) recomputed on a logits vector that holds only
   those tokens: each stage's probabilities are renormalised over them ("truncated to n"), and `prob_filtered`
-  is the chosen token's after the last stage. The penalties see the tokens generated in this run (the prompt's
-  tokens are the server's, not known here);
+  is the chosen token's after the last stage. It is this playground's pipeline, in its order (penalties,
+  temperature, top-k, top-p, min-p); the server's own may differ (llama.cpp applies temperature last, and its
+  repetition penalty looks at the last 64 tokens, prompt included). The penalties here see the tokens generated
+  in this run (the prompt's tokens are the server's, not known here);
 - a token the server gave no probability for (a server without logprobs) has NaN probabilities, no
   alternatives and no stages.
 
