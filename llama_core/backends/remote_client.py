@@ -24,7 +24,7 @@ import httpx
 
 from ..sampling import SamplingParams
 from .remote_config import RemoteConfig
-from .remote_events import RemoteToken, StreamFault, TokenAssembler, _entries, error_message
+from .remote_events import RemoteToken, StreamFault, TokenAssembler, logprob_entries, error_message, read_events
 
 MAX_ERROR_BODY = 65536  # bytes of an error response read for its message
 SHOWN_BODY_CHARS = 300
@@ -132,7 +132,7 @@ class RemoteServer:
         choices = payload.get("choices") if isinstance(payload, dict) else None
         choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
         try:
-            entries = _entries(choice.get("logprobs"), "")
+            entries = logprob_entries(choice.get("logprobs"), "")
         except StreamFault as fault:
             return f"the server's answer had unreadable log-probabilities ({fault})"
         usage = payload.get("usage") if isinstance(payload.get("usage"), dict) else {}
@@ -260,7 +260,7 @@ class RemoteServer:
         assembler, fault = TokenAssembler(), None
         with self._response("POST", path, body, stream=True) as response:
             try:
-                yield from _read_events(response, assembler)
+                yield from read_events(response, assembler)
                 return
             except (httpx.TransportError, StreamFault) as error:
                 fault = error
@@ -270,46 +270,6 @@ class RemoteServer:
             raise RemoteError(self._redact(f"the stream from the server {self.url} broke off after "
                                            f"{assembler.yielded} tokens ({fault})"))
         raise self._transport_error(fault, assembler.yielded)
-
-
-def _read_events(response: httpx.Response, assembler: TokenAssembler) -> Iterator[RemoteToken]:
-    """The tokens of a server-sent-event stream (or of one JSON body, from a server that does not stream)."""
-    if "json" in response.headers.get("content-type", "") and "event-stream" not in response.headers["content-type"]:
-        yield from assembler.feed(_parse(response.read().decode("utf-8", errors="replace")))
-        yield from assembler.finish()
-        return
-    data: list[str] = []
-    done = False
-    for line in response.iter_lines():
-        if line.startswith(":"):  # a comment: the keep-alive pings of sse-starlette and llama.cpp
-            continue
-        if line:
-            name, _, value = line.partition(":")
-            if name == "data":
-                data.append(value.removeprefix(" "))
-            continue
-        if data:  # a blank line ends an event
-            payload, data = "\n".join(data), []
-            if payload.strip() == "[DONE]":
-                done = True
-                break
-            yield from assembler.feed(_parse(payload))
-    if data and not done:  # the last event of a stream that ended without its blank line
-        payload = "\n".join(data)
-        done = payload.strip() == "[DONE]"
-        if not done:
-            yield from assembler.feed(_parse(payload))
-    if not done and assembler.finish_reason is None:
-        raise StreamFault("the stream ended without a finish reason or [DONE]: the server stopped or the "
-                          "connection was cut")
-    yield from assembler.finish()
-
-
-def _parse(payload: str) -> object:
-    try:
-        return json.loads(payload)
-    except ValueError:
-        raise StreamFault(f"malformed JSON in an event: {_cut(payload, 120)}") from None
 
 
 def _model_info(entry: dict) -> RemoteModelInfo:

@@ -1,4 +1,6 @@
-"""What an OpenAI-compatible server's answers say about each token, whichever engine wrote them.
+"""What an OpenAI-compatible server's answers say about each token, whichever engine wrote them: the events of a
+server-sent-event stream (`read_events`: `data:` lines, a blank line ending each event, `:` keep-alive comments,
+`data: [DONE]` at the end) and the log-probabilities inside them.
 
 One parser for every shape we have read in the engines' sources:
 
@@ -16,8 +18,10 @@ float for a log of 0; both become -inf here.
 
 from __future__ import annotations
 
+import json
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 NEG_INF_BELOW = -9999.0  # vLLM's stand-in for -inf (JSON has none)
@@ -66,7 +70,7 @@ def _top_list(entries: object) -> tuple[tuple[str, float], ...]:
     return tuple(sorted(pairs, key=lambda pair: -pair[1]))
 
 
-def _entries(logprobs: object, text: str) -> list[tuple[str, float | None, tuple, int | None]]:
+def logprob_entries(logprobs: object, text: str) -> list[tuple[str, float | None, tuple, int | None]]:
     """(token text, logprob, top, server id) for each token an event's `logprobs` describes."""
     if isinstance(logprobs, dict) and isinstance(logprobs.get("content"), list):
         found = []
@@ -160,7 +164,7 @@ class TokenAssembler:
             delta = choice.get("delta") or choice.get("message") or {}
             text = delta.get("content") if isinstance(delta, dict) else None
             text = text if isinstance(text, str) else ""
-        entries = _entries(choice.get("logprobs"), text)
+        entries = logprob_entries(choice.get("logprobs"), text)
         ready = []
         for (piece, logprob, top, server_id), emitted in zip(entries, _emitted([e[0] for e in entries], text)):
             if self.pending is not None:
@@ -188,3 +192,44 @@ class TokenAssembler:
             return []
         self.yielded += 1
         return [last]
+
+
+def read_events(response, assembler: TokenAssembler) -> Iterator[RemoteToken]:
+    """The tokens of an httpx response holding a server-sent-event stream (or one JSON body, from a server that
+    answers a stream request without streaming, as vLLM does for beam search)."""
+    if "json" in response.headers.get("content-type", "") and "event-stream" not in response.headers["content-type"]:
+        yield from assembler.feed(_parse(response.read().decode("utf-8", errors="replace")))
+        yield from assembler.finish()
+        return
+    data: list[str] = []
+    done = False
+    for line in response.iter_lines():
+        if line.startswith(":"):  # a comment: the keep-alive pings of sse-starlette and llama.cpp
+            continue
+        if line:
+            name, _, value = line.partition(":")
+            if name == "data":
+                data.append(value.removeprefix(" "))
+            continue
+        if data:  # a blank line ends an event
+            payload, data = "\n".join(data), []
+            if payload.strip() == "[DONE]":
+                done = True
+                break
+            yield from assembler.feed(_parse(payload))
+    if data and not done:  # the last event of a stream that ended without its blank line
+        payload = "\n".join(data)
+        done = payload.strip() == "[DONE]"
+        if not done:
+            yield from assembler.feed(_parse(payload))
+    if not done and assembler.finish_reason is None:
+        raise StreamFault("the stream ended without a finish reason or [DONE]: the server stopped or the "
+                          "connection was cut")
+    yield from assembler.finish()
+
+
+def _parse(payload: str) -> object:
+    try:
+        return json.loads(payload)
+    except ValueError:
+        raise StreamFault(f"malformed JSON in an event: {_cut(payload, 120)}") from None
