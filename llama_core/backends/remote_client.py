@@ -177,7 +177,7 @@ class RemoteServer:
                     response = client.send(request, stream=True)
                 except httpx.TransportError as error:
                     raise self._transport_error(error, None) from None
-                if response.status_code < 400:
+                if response.status_code < 300:
                     try:
                         yield response
                     finally:
@@ -291,6 +291,8 @@ def _hint(status: int, config: RemoteConfig) -> str:
         return f" (check the API key: {where}; set it with --remote-key-env)"
     if status == 404:
         return " (is the URL right, and is the model id served there?)"
+    if 300 <= status < 400:
+        return " (a redirect: give the URL it points to; requests are not sent on to another address)"
     return ""
 
 
