@@ -10,6 +10,7 @@ from pathlib import Path
 import gradio as gr
 from starlette.middleware import Middleware
 
+from llama_core.errors import ParameterError
 from llama_core.loading import MAX_CONTEXT, MIN_CONTEXT
 from playground.access import LocalOriginGuard, LoginThrottle, QueueAdmission, RateLimiter, parse_auth
 from playground.attention_handlers import make_attention_handlers
@@ -20,6 +21,7 @@ from playground.handlers import make_handlers
 from playground.insights import make_insight_handlers
 from playground.page_assets import CSS, JS
 from playground.registry import BUNDLED_DIR, ModelRegistry, discover
+from playground.remote_models import add_remote_arguments, list_remote, remote_configs
 from playground.same_compute import make_same_compute_handler
 from playground.tabs import attention, chat, generate, lens, probabilities, scaling, score, side_by_side
 from playground.tabs.views import QUIET, create_views, track
@@ -104,7 +106,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--context", type=int, default=None, metavar="TOKENS",
                         help=f"context length of every model loaded (default: each model's own); at least "
                              f"{MIN_CONTEXT}; above a model's trained length it runs, with a warning on its model line")
+    add_remote_arguments(parser)
     args = parser.parse_args(argv)
+    try:
+        args.remote_configs = remote_configs(args)
+    except ParameterError as error:
+        flag = {"url": "--remote", "timeout_s": "--remote-timeout", "api_key_env": "--remote-key-env"}
+        parser.error(f"{flag.get(error.name, error.name)}: {error}")
     if args.context is not None and not MIN_CONTEXT <= args.context <= MAX_CONTEXT:
         parser.error(f"--context must be an integer in [{MIN_CONTEXT}, {MAX_CONTEXT}] (tokens), got {args.context}")
     try:
@@ -138,7 +146,9 @@ def main(argv: list[str] | None = None) -> None:
     require_dependency_floors()
     args = parse_args(argv)
     models_dir = Path(args.models_dir).expanduser() if args.models_dir else None
-    registry = ModelRegistry(discover(models_dir, args.model), context_length=args.context)
+    remote_choices, remote_models = list_remote(args.remote_configs)
+    registry = ModelRegistry(discover(models_dir, args.model, remote_choices), context_length=args.context,
+                             remote_models=remote_models)
     demo = build_app(registry, RateLimiter(args.rate_limit))
     # Checkpoints are never served as files: the model directories and every offered checkpoint are blocked.
     launch(demo, args, [str(BUNDLED_DIR), *([str(models_dir)] if models_dir else []), *registry.local_paths])

@@ -74,8 +74,34 @@ def branch_entries(branches: list[Branch]) -> list[dict]:
             for b in branches]
 
 
+def confidence_figure(record: RunRecord) -> go.Figure:
+    """Confidence over the run; a remote run's entropy is marked as the lower bound over the server's top-n."""
+    figure = probability_entropy_figure(record)
+    if record.is_remote:
+        label = f"entropy, lower bound (top-{record.source.get('top_n')})"
+        figure.update_traces(name=label, selector={"name": "entropy (nats)"})
+        figure.update_yaxes(title_text=f"{label}, nats", secondary_y=True)
+        figure.update_layout(title="Confidence over the run (remote: the server's top-n probabilities)")
+    return figure
+
+
+def identity_line(report: dict) -> str:
+    """Who made the run: the model with its weights' hash, or the server, model id and server fingerprint."""
+    identity = report["model_identity"]
+    if identity.get("kind") == "remote":
+        fingerprint = identity.get("fingerprint") or "not reported by the server"
+        return (f"<b>{html.escape(identity['name'])}</b> · served by {html.escape(identity['server'])} · model "
+                f"{html.escape(identity['model'])} · server fingerprint {html.escape(fingerprint)} · probabilities "
+                f"from the server's top-{identity.get('top_n')} · seed {report['seed']}")
+    return (f"<b>{html.escape(identity['name'])}</b> · {identity['parameters']:,} parameters · "
+            f"{html.escape(identity['dtype'])} · weights {html.escape(identity['weights'][:23])}… · seed {report['seed']}")
+
+
 def attention_section(record: RunRecord, step: int) -> str:
     """The text shaded by the attention (last layer, mean over heads) of the forward pass that chose `step`."""
+    if record.is_remote:
+        return (f"<p>This run was made on the server {html.escape(record.source['server'])}, which sends no "
+                "attention weights: attention needs a local model.</p>")
     shape = record.attention_shape
     if shape is None:
         return "<p>This run kept no attention (Record attention was off).</p>"
@@ -86,19 +112,17 @@ def attention_section(record: RunRecord, step: int) -> str:
 
 def report_html(report: dict, record: RunRecord, selected_step: int = 0, branches: list[Branch] = ()) -> str:
     """The whole page (see the module docstring); `selected_step` picks the attention shown."""
-    identity = report["model_identity"]
     rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(json.dumps(v))}</td></tr>"
                    for k, v in report["settings"].items())
     step = min(max(0, selected_step), max(0, len(record.steps) - 1))
     parts = [
-        (f"<h1>LLaMA Playground run</h1><p><b>{html.escape(identity['name'])}</b> · {identity['parameters']:,} "
-         f"parameters · {html.escape(identity['dtype'])} · weights {html.escape(identity['weights'][:23])}… · "
-         f"seed {report['seed']}</p><h2>Prompt</h2><pre>{html.escape(report['prompt'])}</pre>"),
+        (f"<h1>LLaMA Playground run</h1><p>{identity_line(report)}</p><h2>Prompt</h2>"
+         f"<pre>{html.escape(report['prompt'])}</pre>"),
         ("<h2>Output</h2><p>Each generated token coloured by its probability (red = unlikely, green = likely); "
          "hover a token for its probability and the alternatives the model considered.</p>"), token_html(record),
         (f"<h2>Attention at step {step}</h2><p>The text shaded by how much the token read at step {step} attended "
          "to each earlier token (last layer, mean over heads).</p>"), attention_section(record, step),
-        "<h2>Confidence</h2>", _figure(probability_entropy_figure(record)),
+        "<h2>Confidence</h2>", _figure(confidence_figure(record)),
     ]
     for number, branch in enumerate(branches, start=1):
         forced = html.escape(branch.record.all_pieces()[branch.record.n_prompt - 1])

@@ -1,5 +1,11 @@
 """A run as a shareable report: JSON that identifies the weights and replays to the same tokens
-(the self-contained HTML page is llama_core.report_page)."""
+(the self-contained HTML page is llama_core.report_page).
+
+A run made on a remote server has no weights here to hash: its report names the server, the model's id there
+and the fingerprint the server reported (`system_fingerprint`, when it sends one), and its replay asks the
+same server again and compares the tokens by their text (the ids of a remote run are numbered as the token
+strings arrive, so they mean nothing in another process).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import hashlib
 
 import torch
 
+from .chat import MODEL_TEMPLATE
 from .generation import generate_stream
 from .loading import LoadedModel
 from .report_page import Branch, branch_entries, report_html  # noqa: F401 (report_html: its callers import it here)
@@ -33,11 +40,22 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     return ("sha256:" if total <= FULL_HASH_LIMIT else "sha256-sampled:") + digest.hexdigest()
 
 
-def build_report(record: RunRecord, loaded: LoadedModel, branches: list[Branch] = ()) -> dict:
-    """The run's own data plus who made it (model identity with a weights fingerprint), and its branches."""
-    model = {"name": record.model_name, "source": loaded.source, "format": loaded.format,
-             "parameters": loaded.n_params, "dtype": str(loaded.dtype).removeprefix("torch."),
-             "weights": weights_fingerprint(loaded.model), "config": loaded.args.to_dict()}
+def remote_identity(record: RunRecord) -> dict:
+    """Who made a remote run: the server, the model id there, the server's fingerprint and the top-n read."""
+    source = record.source
+    return {"name": record.model_name, "kind": "remote", "server": source["server"], "model": source["model"],
+            "fingerprint": source.get("fingerprint"), "top_n": source.get("top_n")}
+
+
+def build_report(record: RunRecord, loaded: LoadedModel | None, branches: list[Branch] = ()) -> dict:
+    """The run's own data plus who made it (model identity with a weights fingerprint, or for a remote run the
+    server, model id and server fingerprint; `loaded` is then None), and its branches."""
+    if record.is_remote:
+        model = remote_identity(record)
+    else:
+        model = {"name": record.model_name, "source": loaded.source, "format": loaded.format,
+                 "parameters": loaded.n_params, "dtype": str(loaded.dtype).removeprefix("torch."),
+                 "weights": weights_fingerprint(loaded.model), "config": loaded.args.to_dict()}
     return {"report_version": REPORT_VERSION, "model_identity": model, **record.to_dict(),
             "branches": branch_entries(list(branches))}
 
@@ -45,6 +63,47 @@ def build_report(record: RunRecord, loaded: LoadedModel, branches: list[Branch] 
 def sampling_params_of(report: dict) -> SamplingParams:
     """The exact sampler of a reported run; a run cut short by Stop replays as far as it went."""
     return sampler_of(report["settings"], report["seed"], max(1, len(report["tokens"])))
+
+
+def server_chat_messages(settings: dict) -> list[dict] | None:
+    """The conversation a remote chat run sends to the server's chat endpoint (the system prompt first), or None
+    where the prompt goes as text: a single prompt, or a conversation a built-in template rendered here."""
+    if "messages" not in settings or settings.get("chat_template", "") not in ("", MODEL_TEMPLATE):
+        return None
+    messages = [dict(m) for m in settings["messages"]]
+    system = settings.get("system") or ""
+    if system.strip() and messages and messages[0]["role"] != "system":
+        messages.insert(0, {"role": "system", "content": system})
+    return messages
+
+
+def _first_difference(expected: list, produced: list) -> int | None:
+    first = next((i for i, (a, b) in enumerate(zip(expected, produced)) if a != b), None)
+    if first is None and len(expected) != len(produced):
+        first = min(len(expected), len(produced))  # one run stopped where the other went on
+    return first
+
+
+def replay_remote(report: dict, backend) -> dict:
+    """Ask the server the reported request again (`backend`: the RemoteModel of the report's model) and compare
+    the tokens by their text; `same_fingerprint` is None when either run's server reported none."""
+    if report.get("report_version") != REPORT_VERSION:
+        raise ValueError(f"unsupported report version {report.get('report_version')!r} (expected {REPORT_VERSION})")
+    identity, settings = report["model_identity"], report["settings"]
+    if identity.get("kind") != "remote":
+        raise ValueError("this report's run was made by a local model, not on a server")
+    messages = server_chat_messages(settings)
+    expected = [t["piece"] for t in report["tokens"]]
+    stream = backend.generate(report["prompt"], sampling_params_of(report), top_n=int(identity.get("top_n") or 1),
+                              messages=messages)
+    try:
+        produced = [step.piece for step, _ in zip(stream, range(len(expected)))]
+    finally:
+        stream.close()
+    theirs, ours = identity.get("fingerprint"), backend.describe().get("fingerprint")
+    return {"tokens_match": produced == expected, "first_difference": _first_difference(expected, produced),
+            "expected": expected, "produced": produced, "same_weights": None,
+            "same_fingerprint": None if theirs is None or ours is None else theirs == ours}
 
 
 def replay(report: dict, loaded: LoadedModel) -> dict:

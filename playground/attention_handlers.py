@@ -16,6 +16,9 @@ from llama_core.run_record import RunRecord
 from .registry import ModelRegistry
 
 NO_RUN = "Generate something first: this tab shows the attention of the latest run (Generate or Chat)."
+REMOTE_RUN = ("**Attention needs a local model.** The latest run came from {model} on the server {server}, which sends "
+              "back tokens and their top-n probabilities only, never the attention weights. Choose a local model on "
+              "the Generate tab and generate again to see where each token looks.")
 NOT_RECORDED = ("The latest run kept no attention: tick **Record attention** on the Generate tab and generate again. "
                 "(A run whose prompt alone is too long for the attention memory budget keeps none either.)")
 
@@ -26,6 +29,13 @@ def _head_index(head) -> int | None:
 
 def _clamp(value, top: int) -> int:
     return int(min(max(int(value or 0), 0), top))
+
+
+def remote_note(record: RunRecord) -> str | None:
+    """The tab's message for a run made on a remote server (None for a local run)."""
+    if not record.is_remote:
+        return None
+    return REMOTE_RUN.format(model=record.source["model"], server=record.source["server"])
 
 
 def make_attention_handlers(registry: ModelRegistry):
@@ -40,7 +50,7 @@ def make_attention_handlers(registry: ModelRegistry):
         fastest: (layer slider, head menu, query, empty-tab note, shaded text)."""
         shape = None if record is None or not record.steps else record.attention_shape
         if shape is None:
-            note = NO_RUN if record is None or not record.steps else NOT_RECORDED
+            note = NO_RUN if record is None or not record.steps else remote_note(record) or NOT_RECORDED
             return (gr.update(value=0, maximum=1), gr.update(choices=["mean"], value="mean"), 0,
                     gr.update(value=note, visible=True), gr.update(value="", visible=False))
         layers, heads, n_queries = shape

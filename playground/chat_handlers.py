@@ -19,6 +19,7 @@ from llama_core.errors import CheckpointError, TokenizerError
 from .controls import SLIDERS
 from .handlers import RUN_PANELS
 from .registry import ModelRegistry
+from .remote_runs import SERVER_TEMPLATE_LABEL, uses_server_template
 
 # The fields of a chat request as the Generate tab's checks know them (a page's, then the API's, in its
 # parameters' order), and the Chat tab's inputs, to place each problem on its box.
@@ -142,6 +143,9 @@ def make_chat_handlers(registry: ModelRegistry, handlers: dict):
         choice = registry.get(label) if label in registry.choices else None
         if choice is None or choice.source is None:
             return gr.update(choices=template_menu_choices(False), value="plain")
+        if registry.is_remote(label):  # the server's chat endpoint renders with the model's own template
+            return gr.update(choices=[(SERVER_TEMPLATE_LABEL, MODEL_TEMPLATE)] + template_menu_choices(False),
+                             value=MODEL_TEMPLATE)
         try:
             tokenizer = registry.load(label).tokenizer
         except (CheckpointError, TokenizerError):
@@ -152,6 +156,12 @@ def make_chat_handlers(registry: ModelRegistry, handlers: dict):
 
     def template_note(label: str, chat_template: str) -> str:
         """One line under the menu: which template renders the chat, and whether it suits the model."""
+        if label in registry.choices and registry.is_remote(label):
+            if uses_server_template(chat_template):
+                return (f"The conversation goes to the server's chat endpoint as messages; the server renders it "
+                        f"with its own template for {label.split(' (')[0]} (the rendered text is not sent back).")
+            return (f"The conversation is rendered here by the built-in **{chat_template}** template and sent to the "
+                    "server as one prompt.")
         if label not in registry.choices or not registry.is_loaded(label):
             return ""
         own = model_template(registry.load(label).tokenizer)

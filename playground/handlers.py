@@ -10,6 +10,7 @@ model stays loaded for the next request.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 import gc
 import logging
 import time
@@ -19,17 +20,18 @@ from collections.abc import Iterator
 import gradio as gr
 import torch
 
-from llama_core import GenerationError, ParameterError, SamplingParams, StopReason, apply_template, generate_stream
+from llama_core import GenerationError, ParameterError, SamplingParams, StopReason, apply_template
+from llama_core.backends import Backend, LocalBackend, RemoteError
 from llama_core.chat import chat_prompt, default_chat_template
 from llama_core.errors import ChatTemplateError, CheckpointError, TokenizerError
-from llama_core.generation import encode_prompt
-from llama_core.run_figures import token_html
+from llama_core.generation import StepRecord, encode_prompt
 from llama_core.run_record import RunRecord
 
 from .access import RateLimiter, request_client_key
 from .controls import SLIDERS, check_context, check_field
 from .model_info import MODEL_DEFAULTS, default_slider_updates, model_info
 from .registry import ModelRegistry
+from .remote_runs import remote_prompt, run_token_html, start_record
 
 # The fields of each generate endpoint, in the order of the handler's parameters.
 # A chat request has "messages" and "chat_template" where a generate request has "prompt" and "template".
@@ -66,7 +68,7 @@ def failure_message(error: BaseException) -> str:
     """What the user reads when a run fails part-way."""
     if is_out_of_memory(error):
         return "out of memory: reduce max_new_tokens or the prompt length, or pick a smaller model"
-    if isinstance(error, GenerationError):
+    if isinstance(error, (GenerationError, RemoteError)):
         return str(error)
     return f"generation failed ({type(error).__name__}: {error})"
 
@@ -99,6 +101,28 @@ def build_prompt(tokenizer, values: dict) -> tuple[str, list[int]]:
     return full_prompt, encode_prompt(tokenizer, full_prompt)
 
 
+@dataclass(frozen=True)
+class PreparedRun:
+    """A checked request, ready to stream: where it runs, what it sends and the record it fills."""
+
+    backend: Backend
+    params: SamplingParams
+    record: RunRecord
+    values: dict  # the checked fields
+    prompt: str | list[int]  # token ids for the local engine, text for a server (which tokenizes)
+    messages: list[dict] | None  # a conversation the server renders with its own chat template
+    top_n: int  # alternatives recorded per token
+
+    def stream(self, capture_attention: bool = False) -> Iterator[StepRecord]:
+        return self.backend.generate(self.prompt, self.params, top_n=self.top_n, messages=self.messages,
+                                     capture_attention=capture_attention, attention_budget=ATTENTION_BUDGET)
+
+    def finish(self) -> None:
+        """After the stream: a remote record takes the fingerprint the server reported meanwhile."""
+        if self.record.is_remote:
+            self.record.source["fingerprint"] = self.backend.fingerprint
+
+
 def make_handlers(registry: ModelRegistry, limiter: RateLimiter | None = None):
     """The handlers, closed over the shared registry (the only server-wide state) and the rate limiter."""
 
@@ -109,11 +133,12 @@ def make_handlers(registry: ModelRegistry, limiter: RateLimiter | None = None):
 
     def check_request(fields: dict, request: gr.Request | None) -> dict[str, str]:
         """What is wrong with a generate request, by field; empty when nothing is. The prompt is
-        tokenized (to check it against the context window) only when its model is loaded already."""
+        tokenized (to check it against the context window) only when its model is loaded already; a remote
+        model's server tokenizes, and answers a prompt too long for its window with an error of its own."""
         errors = {}
         try:
             label = check_model(fields["model"])
-            context = registry.load(label).args.max_seq_len if registry.is_loaded(label) else None
+            context = registry.context_of(label)
         except ParameterError as error:
             errors["model"], label, context = str(error), None, None
         if label is not None and registry.get(label).source is None:  # a preset without its weights
@@ -125,7 +150,7 @@ def make_handlers(registry: ModelRegistry, limiter: RateLimiter | None = None):
                     values[name] = check_field(name, value, context)
                 except ParameterError as error:
                     errors[name] = str(error)
-        if not errors and context is not None:
+        if not errors and context is not None and not registry.is_remote(label):  # a server tokenizes its own
             try:
                 check_context(len(build_prompt(registry.load(label).tokenizer, values)[1]), values["max_new_tokens"],
                               context)
@@ -140,29 +165,44 @@ def make_handlers(registry: ModelRegistry, limiter: RateLimiter | None = None):
                                     f"a minute; try again in {wait:.0f} s")
         return errors
 
-    def prepare_run(fields: dict):
-        """Check everything again, load the model and tokenize; any problem becomes a message for the user."""
+    def prepare_run(fields: dict, top_n: int) -> PreparedRun:
+        """Check everything again, load the model (a local one) and tokenize; any problem becomes a message for
+        the user. A remote model's prompt stays text (see playground/remote_runs.py)."""
         try:
             label = check_model(fields["model"])
             values = {name: check_field(name, value) for name, value in fields.items() if name != "model"}
-            loaded = registry.load(label)
-            full_prompt, prompt_ids = build_prompt(loaded.tokenizer, values)
-            check_context(len(prompt_ids), values["max_new_tokens"], loaded.args.max_seq_len)
             params = SamplingParams(**{name: values[name] for name in SLIDERS}, seed=values["seed"],
                                     stop=values["stop"])
+            if registry.is_remote(label):
+                remote = registry.remote(label)
+                if remote.context_length:
+                    check_field("max_new_tokens", values["max_new_tokens"], remote.context_length)
+                full_prompt, messages = remote_prompt(values)
+            else:
+                loaded = registry.load(label)
+                full_prompt, prompt_ids = build_prompt(loaded.tokenizer, values)
+                check_context(len(prompt_ids), values["max_new_tokens"], loaded.args.max_seq_len)
         except (ParameterError, CheckpointError, TokenizerError, ChatTemplateError) as error:
             raise gr.Error(str(error)) from None
         # What the run was asked, kept in its report: the template, system prompt and conversation.
         asked = {name: values[name] for name in ("template", "chat_template", "system", "messages") if name in values}
         settings = {**asked, **dataclasses.asdict(params)}
+        if registry.is_remote(label):
+            top_n = min(top_n, remote.capabilities.top_n_max)
+            record = start_record(label, remote, full_prompt, settings, top_n)
+            return PreparedRun(remote, params, record, values, full_prompt, messages, top_n)
         record = RunRecord.start(label, loaded.tokenizer, full_prompt, prompt_ids, settings)
-        return loaded, params, record, values
+        return PreparedRun(LocalBackend(loaded), params, record, values, prompt_ids, None, top_n)
 
     def switch_model(label: str, max_new_tokens: float, progress=gr.Progress()):
-        """Load the chosen size and describe it; the token slider follows its context window."""
+        """Load the chosen size and describe it; the token slider follows its context window. A remote model
+        is only described (the loaded local models stay as they are)."""
         choice = registry.get(label)
         if choice.source is None:
             return model_info(registry, label), gr.skip()
+        if registry.is_remote(label):
+            limit = (registry.context_of(label) or SLIDERS["max_new_tokens"].maximum + 1) - 1
+            return model_info(registry, label), gr.update(maximum=limit, value=min(int(max_new_tokens or 1), limit))
         if not registry.is_loaded(label):
             progress(0.1, desc=f"loading {label}…")
         try:
@@ -224,10 +264,9 @@ def make_handlers(registry: ModelRegistry, limiter: RateLimiter | None = None):
     def run_updates(fields: dict) -> Iterator[tuple[bool, tuple]]:
         """A page's run (Generate or Chat) as (finished, outputs): outputs are (text, status, record,
         RUN_PANELS panel values), the panels filled once finished; the record becomes the session's latest run."""
-        loaded, params, record, checked = prepare_run(fields)
-        stream = generate_stream(loaded.model, loaded.tokenizer, record.prompt_ids, params,
-                                 capture_attention=checked["capture_attention"], top_n=PAGE_TOP_N,
-                                 attention_budget=ATTENTION_BUDGET, eos_ids=loaded.eos_ids)
+        run = prepare_run(fields, PAGE_TOP_N)
+        record = run.record
+        stream = run.stream(capture_attention=run.values["capture_attention"] and not record.is_remote)
         last_yield, out_of_memory = 0.0, False
         try:
             for step in stream:
@@ -248,7 +287,8 @@ def make_handlers(registry: ModelRegistry, limiter: RateLimiter | None = None):
             record.error, out_of_memory = failure_message(error), is_out_of_memory(error)
             gr.Warning(record.error)
         finally:
-            stream.close()  # frees the KV cache now, not when the generator is collected
+            stream.close()  # frees the KV cache now (or ends the server's request), not when the generator is collected
+            run.finish()
         if out_of_memory:
             gc.collect()  # give the memory back before the next request asks for it
         yield True, (record.text, status_line(record, running=False)) + panels(record)
@@ -258,7 +298,7 @@ def make_handlers(registry: ModelRegistry, limiter: RateLimiter | None = None):
         if not record.steps:
             return record, NO_TOKENS, 0
         selected = len(record.steps) - 1
-        return record, token_html(record, selected), selected
+        return record, run_token_html(record, selected), selected
 
     def stop(record: RunRecord | None):
         """After Stop cancelled the stream: mark the run and draw the panels from what it produced."""
@@ -292,9 +332,9 @@ def make_handlers(registry: ModelRegistry, limiter: RateLimiter | None = None):
     def json_run(fields: dict) -> Iterator[dict]:
         """An API run (/generate or /chat): the run so far every half second, then the finished run."""
         started_at = time.time()
-        loaded, params, record, _ = prepare_run(fields)
-        stream = generate_stream(loaded.model, loaded.tokenizer, record.prompt_ids, params, top_n=API_TOP_N,
-                                 eos_ids=loaded.eos_ids)
+        run = prepare_run(fields, API_TOP_N)
+        record = run.record
+        stream = run.stream()
         last_yield = time.perf_counter()
         try:
             for step in stream:
@@ -304,11 +344,17 @@ def make_handlers(registry: ModelRegistry, limiter: RateLimiter | None = None):
                     yield record.to_dict()  # also where a cancelled or departed client's run is closed
         except ParameterError as error:
             raise gr.Error(str(error)) from None
+        except RemoteError as error:
+            log_failure(record)
+            if not record.steps:
+                raise gr.Error(str(error)) from None
+            record.error = str(error)  # the tokens that came before the fault stay valid: the run keeps them
         except Exception as error:
             log_failure(record)
             raise gr.Error(f"{failure_message(error)} (after {len(record.steps)} tokens)") from None
         finally:
             stream.close()
+            run.finish()
         result = record.to_dict()
         result["timing"].update(started_at=started_at, finished_at=time.time())
         yield result

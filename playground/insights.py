@@ -8,6 +8,7 @@ model menu); the figures come from `llama_core.insight_figures`.
 
 from __future__ import annotations
 
+import html
 import time
 from dataclasses import dataclass
 
@@ -30,11 +31,13 @@ from llama_core.insight_figures import (
 from llama_core.logit_lens import logit_lens
 from llama_core.published import published_models
 from llama_core.run_record import RunRecord
-from llama_core.scoring import compare_on_tokens, score_text
+from llama_core.backends import RemoteError
+from llama_core.scoring import TextScore, compare_on_tokens, score_text
 from llama_core.templates import apply_template
 from llama_core.token_display import display_tokens
 
 from .registry import ModelRegistry
+from .remote_pair import pair_figure, parting_summary, side_run
 from .scaling_panel import bundled_model_points
 
 MAX_SCORE_CHARS = 20_000  # as the page's prompt box: tokenizing is the expensive part of a huge paste
@@ -47,6 +50,27 @@ def _loaded(registry: ModelRegistry, label: object):
         return registry.load(label)
     except (CheckpointError, TokenizerError) as error:
         raise gr.Error(f"Could not load {label}: {error}") from None
+
+
+def _score(registry: ModelRegistry, label: object, text: str) -> TextScore | str:
+    """The text's scores under `label`, or for a server that returns no prompt log-probabilities the message
+    saying so; a remote fault or a bad text raises gr.Error."""
+    if not isinstance(label, str) or label not in registry.choices:
+        raise gr.Error(f"model must be one of the listed models, got {label!r}")
+    try:
+        if not registry.is_remote(label):
+            loaded = _loaded(registry, label)
+            return score_text(loaded.model, loaded.tokenizer, text)
+        remote = registry.remote(label)
+        result = remote.score(text)
+    except ParameterError as error:
+        raise gr.Error(str(error)) from None
+    except RemoteError as error:
+        raise gr.Error(f"{label}: {error}") from None
+    if result is None:
+        return (f"Scoring is unavailable on this server: {remote.server.url} returns no log-probabilities for a "
+                f"prompt's tokens ({remote.score_note}). vLLM (prompt_logprobs) and llama-cpp-python (echo) do.")
+    return result
 
 
 def _plan(n_params, tokens, flops):
@@ -86,6 +110,8 @@ def run_pair(registry: ModelRegistry, labels: tuple[str, str], prompt: str, temp
                                 max_new_tokens=max_new_tokens, seed=seed)
     except ParameterError as error:
         raise gr.Error(str(error)) from None
+    if any(registry.is_remote(label) for label in labels if isinstance(label, str) and label in registry.choices):
+        return remote_pair(registry, labels, prompt, template, params)
     runs = []
     for label in labels:
         loaded = _loaded(registry, label)
@@ -114,6 +140,22 @@ def run_pair(registry: ModelRegistry, labels: tuple[str, str], prompt: str, temp
                    (rate_a, rate_b), summary, figure)
 
 
+def remote_pair(registry: ModelRegistry, labels: tuple[str, str], prompt: str, template: str,
+                params: SamplingParams) -> PairRun:
+    """The pair when a server is on one side or both (playground/remote_pair.py): each side's own run."""
+    for label in labels:
+        if not isinstance(label, str) or label not in registry.choices:
+            raise gr.Error(f"model must be one of the listed models, got {label!r}")
+    records = (side_run(registry, labels[0], prompt, template, params),
+               side_run(registry, labels[1], prompt, template, params))
+    names = (labels[0].split(" (")[0], labels[1].split(" (")[0])
+    rates = (_decode_rate(records[0].steps), _decode_rate(records[1].steps))
+    summary = (f"seed {params.seed} · {names[0]}: {rates[0] or 0:.1f} tokens/s · {names[1]}: {rates[1] or 0:.1f} "
+               f"tokens/s · {parting_summary(records, names)}")
+    return PairRun(names, params.seed, (records[0].text, records[1].text), rates, summary,
+                   pair_figure(records, names))
+
+
 def _inference_aware(target_loss: float, inference_tokens) -> tuple[InferenceAwarePlan, InferenceAwarePlan]:
     """The optimum at this lifetime demand (empty = none) and the training-only one, or the error to show."""
     try:
@@ -139,12 +181,12 @@ def make_insight_handlers(registry: ModelRegistry):
             raise gr.Error("choose at least one model to score the text with")
         htmls, scores = [], {}
         for label in labels:
-            loaded = _loaded(registry, label)
-            try:
-                scores[label] = result = score_text(loaded.model, loaded.tokenizer, text)
-            except ParameterError as error:
-                raise gr.Error(str(error)) from None
-            htmls.append(f"<h4>{label}</h4>" + scored_text_html(result))
+            result = _score(registry, label, text)
+            if isinstance(result, str):  # a server without prompt log-probabilities: said in place of the text
+                htmls.append(f"<h4>{html.escape(label)}</h4><p class=\"score-unavailable\">{html.escape(result)}</p>")
+                continue
+            scores[label] = result
+            htmls.append(f"<h4>{html.escape(label)}</h4>" + scored_text_html(result))
         return "".join(htmls), surprisal_figure(scores)
 
     def side_by_side(label_a: str, label_b: str, prompt: str, template: str, temperature, top_k, top_p, min_p,
@@ -169,11 +211,9 @@ def make_insight_handlers(registry: ModelRegistry):
         if not isinstance(text, str) or len(text) > MAX_SCORE_CHARS:
             raise gr.Error(f"text must be a string of at most {MAX_SCORE_CHARS} characters, "
                            f"got {type(text).__name__} of length {len(text) if isinstance(text, str) else '?'}")
-        loaded = _loaded(registry, model or registry.default)
-        try:
-            result = score_text(loaded.model, loaded.tokenizer, text)
-        except ParameterError as error:
-            raise gr.Error(str(error)) from None
+        result = _score(registry, model or registry.default, text)
+        if isinstance(result, str):
+            raise gr.Error(result)
         return {"model": model or registry.default, "perplexity": result.perplexity, "mean_nll": result.mean_nll,
                 "tokens": [{"token_id": t.token_id, "piece": t.piece, "prob": t.prob,
                             "surprisal_bits": t.surprisal_bits, "top": [list(pair) for pair in t.top]}

@@ -38,11 +38,26 @@ def default_slider_updates(loaded) -> tuple:
                  if name in defaults else gr.update(label=SLIDERS[name].label) for name in MODEL_DEFAULTS)
 
 
+def remote_model_info(registry: ModelRegistry, label: str) -> str:
+    """One markdown line about a model served elsewhere: the server, the model's id there, its context
+    when the server reports it, and what the views can show of it."""
+    remote = registry.remote(label)
+    context = remote.context_length
+    owner = f" (owned by {remote.info.owned_by})" if remote.info.owned_by else ""
+    return (f"**{label}** · served by {remote.server.config.url} · model `{remote.info.id}`{owner} · "
+            + (f"context {context}" if context else "context length not reported by the server")
+            + f" · up to {remote.capabilities.top_n_max} alternatives a token from the server: entropy over them is "
+              "a lower bound, the sampler pipeline is recomputed on them; attention and the logit lens need a local "
+              "model")
+
+
 def model_info(registry: ModelRegistry, label: str) -> str:
-    """One markdown line about the chosen model (loading it first)."""
+    """One markdown line about the chosen model (loading it first, when it is local)."""
     choice = registry.get(label)
     if choice.source is None:
         return f"ℹ️ {choice.hint}"
+    if registry.is_remote(label):
+        return remote_model_info(registry, label)
     loaded = registry.load(label)
     a = loaded.args
     card = loaded.model_card or {}
@@ -68,7 +83,12 @@ def model_info(registry: ModelRegistry, label: str) -> str:
 def template_note(registry: ModelRegistry, label: str, template: str) -> str:
     """One line under the prompt-template choice when an instruction format meets a model without a chat
     template of its own (most likely a base model, as the bundled ones are); empty otherwise."""
-    if template == "plain" or label not in registry.choices or not registry.is_loaded(label):
+    if template == "plain" or label not in registry.choices:
+        return ""
+    if registry.is_remote(label):
+        return (f"ℹ️ The **{template}** format is applied here; {label.split(' (')[0]} gets the formatted text, and "
+                "only the server knows whether the model was trained on it.")
+    if not registry.is_loaded(label):
         return ""
     if model_template(registry.load(label).tokenizer):
         return ""

@@ -1,9 +1,10 @@
 """Which models the playground offers, and the loaded ones it keeps.
 
 The dropdown only ever offers these choices, so a client cannot make the server open an
-arbitrary path: every source is either found by scanning the models directory, given on the
-command line by whoever started the app, or a named preset with no weights (which explains how
-to add them instead of loading anything).
+arbitrary path or reach an arbitrary server: every source is either found by scanning the models
+directory, given on the command line by whoever started the app (checkpoints, and `--remote` servers
+whose models are listed once at startup, playground/remote_models.py), or a named preset with no
+weights (which explains how to add them instead of loading anything).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 import psutil
 
 from llama_core import CheckpointError, LoadedModel, detect_format, load_checkpoint, parameter_count, preset
+from llama_core.backends import Backend, LocalBackend, RemoteModel
 from llama_core.gguf_file import is_later_split_part
 from llama_core.loading import estimate_checkpoint_bytes, format_bytes
 
@@ -26,12 +28,18 @@ KEEP_LOADED_BYTES = 2 * 1024**3  # small models stay loaded for instant switchin
 WEIGHT_SUFFIXES = (".bin", ".pth", ".pt", ".safetensors", ".gguf")
 
 
+def needs_local_model(label: str, server: str, view: str = "this view") -> str:
+    """What a view that needs the weights says about a model served elsewhere."""
+    return (f"{view} needs the model's weights, so it needs a local model: {label} runs on the server {server}, "
+            "which sends back tokens and their top-n probabilities only. Choose a local model and generate again.")
+
+
 @dataclass(frozen=True)
 class ModelChoice:
     label: str  # what the dropdown shows; also the value it sends back
-    source: str | None  # path or Hub id; None when the weights are absent
-    kind: str  # "bundled", "local", "hub" or "preset"
-    hint: str = ""  # for absent presets: how to add the weights
+    source: str | None  # path, Hub id or server URL; None when the weights (or the server) are absent
+    kind: str  # "bundled", "local", "hub", "remote" or "preset"
+    hint: str = ""  # for absent presets: how to add the weights; for a server not reached: what went wrong
 
 
 def _params_label(n: int) -> str:
@@ -65,9 +73,9 @@ def _bundled_order(path: Path) -> tuple[bool, int]:
     return same_compute, -(path / "model.safetensors").stat().st_size
 
 
-def discover(models_dir: Path | None, extra_sources: list[str]) -> list[ModelChoice]:
+def discover(models_dir: Path | None, extra_sources: list[str], remote: list[ModelChoice] = ()) -> list[ModelChoice]:
     """Bundled models (largest first, compute-matched ones last), checkpoints in `models_dir`, `--model` sources,
-    then presets."""
+    the `remote` servers' models, then presets."""
     choices: list[ModelChoice] = []
     bundled = sorted((p for p in BUNDLED_DIR.glob("*") if (p / "model_card.json").exists()), key=_bundled_order)
     choices += [c for p in bundled if (c := _describe_local(p, "bundled"))]
@@ -84,6 +92,7 @@ def discover(models_dir: Path | None, extra_sources: list[str]) -> list[ModelCho
                 choices.append(ModelChoice(f"{path.name} (local)", str(path), "local"))
         else:
             choices.append(ModelChoice(f"{source} (Hub)", source, "hub"))
+    choices += remote
     for name, key in PRESET_MODELS.items():
         found = _preset_dir(models_dir, name, key) if models_dir else None
         if found is not None and found.resolve() not in seen:
@@ -107,9 +116,11 @@ class ModelRegistry:
     only guards the cache dictionary against API calls that bypass nothing but arrive together.
     """
 
-    def __init__(self, choices: list[ModelChoice], context_length: int | None = None):
+    def __init__(self, choices: list[ModelChoice], context_length: int | None = None,
+                 remote_models: dict[str, RemoteModel] | None = None):
         self.choices = {c.label: c for c in choices}
         self.context_length = context_length  # app.py --context: every model's window, else each one's own
+        self._remote = dict(remote_models or {})  # label -> the server's model: nothing to load, nothing to drop
         self._loaded: dict[str, LoadedModel] = {}
         self._lock = threading.Lock()
 
@@ -134,11 +145,35 @@ class ModelRegistry:
     def is_loaded(self, label: str) -> bool:
         return label in self._loaded
 
+    def is_remote(self, label: str) -> bool:
+        return label in self._remote
+
+    def remote(self, label: str) -> RemoteModel:
+        """The server's model behind a remote entry (KeyError for any other label)."""
+        if label not in self._remote:
+            raise KeyError(f"{label!r} is not a remote model")
+        return self._remote[label]
+
+    def backend(self, label: str) -> Backend:
+        """Where `label` runs: its RemoteModel, or the local engine on the loaded checkpoint (loading it)."""
+        if label in self._remote:
+            return self._remote[label]  # never touches the loaded local models
+        return LocalBackend(self.load(label))
+
+    def context_of(self, label: str) -> int | None:
+        """The context window of a loaded local model or a remote one whose server reports it; else None."""
+        if label in self._remote:
+            return self._remote[label].context_length
+        return self._loaded[label].args.max_seq_len if label in self._loaded else None
+
     def load(self, label: str) -> LoadedModel:
-        """The loaded model for `label`; a failed load raises and leaves the cache as it was."""
+        """The loaded model for `label`; a failed load raises and leaves the cache as it was. A remote entry
+        has no weights here: asking for them is an error that says a local model is needed."""
         choice = self.get(label)
         if choice.source is None:
             raise CheckpointError(choice.hint)
+        if label in self._remote:
+            raise CheckpointError(needs_local_model(label, choice.source))
         with self._lock:
             if label in self._loaded:
                 return self._loaded[label]

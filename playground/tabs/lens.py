@@ -10,6 +10,9 @@ from dataclasses import dataclass
 import gradio as gr
 
 NO_RUN = "Generate first (Generate or Chat tab), then press **Read the last run**: the lens reads that run's tokens."
+REMOTE_RUN = ("**The logit lens needs a local model.** The latest run came from {model} on the server {server}: the lens "
+              "reads the residual stream after every layer, which only the model's weights give. Choose a local model "
+              "on the Generate tab and generate again.")
 
 
 @dataclass
@@ -33,6 +36,9 @@ def wire(tab: LensTab, run_state: gr.State, insights: dict) -> None:
     def read_lens(record):
         if record is None or not record.steps:
             return gr.update(value=NO_RUN, visible=True), gr.update(value=None, visible=False)
+        if record.is_remote:
+            note = REMOTE_RUN.format(model=record.source["model"], server=record.source["server"])
+            return gr.update(value=note, visible=True), gr.update(value=None, visible=False)
         return gr.update(visible=False), gr.update(value=insights["lens"](record), visible=True)
 
     tab.button.click(read_lens, run_state, [tab.note, tab.plot], concurrency_id="model", api_visibility="private")
