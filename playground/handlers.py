@@ -10,21 +10,16 @@ model stays loaded for the next request.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 import gc
 import logging
 import time
-import traceback
 from collections.abc import Iterator
 
 import gradio as gr
-import torch
 
-from llama_core import GenerationError, ParameterError, SamplingParams, StopReason, apply_template
-from llama_core.backends import Backend, LocalBackend, RemoteError
-from llama_core.chat import chat_prompt, default_chat_template
+from llama_core import ParameterError, SamplingParams, StopReason
+from llama_core.backends import LocalBackend, RemoteError
 from llama_core.errors import ChatTemplateError, CheckpointError, TokenizerError
-from llama_core.generation import StepRecord, encode_prompt
 from llama_core.run_record import RunRecord
 
 from .access import RateLimiter, request_client_key
@@ -32,6 +27,15 @@ from .controls import SLIDERS, check_context, check_field
 from .model_info import MODEL_DEFAULTS, default_slider_updates, model_info
 from .registry import ModelRegistry
 from .remote_runs import remote_prompt, run_token_html, start_record
+from .runs import (  # noqa: F401 (ATTENTION_BUDGET: importable here, as before)
+    ATTENTION_BUDGET,
+    PreparedRun,
+    build_prompt,
+    failure_message,
+    is_out_of_memory,
+    log_failure,
+    status_line,
+)
 
 # The fields of each generate endpoint, in the order of the handler's parameters.
 # A chat request has "messages" and "chat_template" where a generate request has "prompt" and "template".
@@ -45,83 +49,9 @@ PAGE_TOP_N, API_TOP_N = 10, 5  # alternatives recorded per token
 RUN_PANELS = 2
 NO_TOKENS = ('<p class="empty-note">No run yet (or the last one made no token): generate on the Generate or Chat '
              'tab, and its tokens appear here coloured by probability.</p>')
-# Attention kept for the Attention tab lives in each session's state: 2^24 fp16 elements (32 MiB)
-# hold the bundled 16M model's whole 512-token window; bigger models keep what fits.
-ATTENTION_BUDGET = 2**24
 API_PARTIAL_EVERY_S = 0.5  # /generate sends the run so far this often; a client that left stops it there
 
 log = logging.getLogger(__name__)
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    text = str(error).lower()
-    return isinstance(error, (MemoryError, torch.OutOfMemoryError)) or (
-        isinstance(error, RuntimeError) and ("out of memory" in text or "allocate memory" in text))
-
-
-def log_failure(record: RunRecord) -> None:
-    # The traceback as text: a logged exception object would keep the run's frames, KV cache included.
-    log.warning("generation failed after %d tokens\n%s", len(record.steps), traceback.format_exc())
-
-
-def failure_message(error: BaseException) -> str:
-    """What the user reads when a run fails part-way."""
-    if is_out_of_memory(error):
-        return "out of memory: reduce max_new_tokens or the prompt length, or pick a smaller model"
-    if isinstance(error, (GenerationError, RemoteError)):
-        return str(error)
-    return f"generation failed ({type(error).__name__}: {error})"
-
-
-def status_line(record: RunRecord, running: bool) -> str:
-    running = running and record.stop_reason is None and record.error is None  # Stop may have ended it already
-    timing = record.timing()
-    if not timing["tokens"]:
-        return f"⚠️ {record.error}" if record.error else "⏳ prefill…"
-    rate = timing["decode_tokens_per_s"]
-    parts = [f"**{timing['tokens']}** tokens", f"time to first token **{timing['ttft_s'] * 1000:.0f} ms**",
-             f"**{rate:.1f}** tokens/s" if rate else "", f"seed {record.seed}"]
-    if running:
-        parts.append("generating…")
-    elif record.error:
-        parts.append(f"⚠️ stopped by an error: {record.error}")
-    else:
-        parts.append(f"stop: **{record.stop_reason.value if record.stop_reason else 'cancelled'}**")
-    return " · ".join(p for p in parts if p)
-
-
-def build_prompt(tokenizer, values: dict) -> tuple[str, list[int]]:
-    """The prompt text and its token ids of a checked request: a chat or a single prompt."""
-    if "messages" in values:
-        messages = values["messages"]
-        if values.get("system", "").strip() and messages[0]["role"] != "system":
-            messages = [{"role": "system", "content": values["system"]}, *messages]
-        return chat_prompt(tokenizer, messages, values["chat_template"] or default_chat_template(tokenizer))
-    full_prompt = apply_template(values["template"], values["prompt"], values["system"])
-    return full_prompt, encode_prompt(tokenizer, full_prompt)
-
-
-@dataclass(frozen=True)
-class PreparedRun:
-    """A checked request, ready to stream: where it runs, what it sends and the record it fills."""
-
-    backend: Backend
-    params: SamplingParams
-    record: RunRecord
-    values: dict  # the checked fields
-    prompt: str | list[int]  # token ids for the local engine, text for a server (which tokenizes)
-    messages: list[dict] | None  # a conversation the server renders with its own chat template
-    top_n: int  # alternatives recorded per token
-
-    def stream(self, capture_attention: bool = False) -> Iterator[StepRecord]:
-        return self.backend.generate(self.prompt, self.params, top_n=self.top_n, messages=self.messages,
-                                     capture_attention=capture_attention, attention_budget=ATTENTION_BUDGET)
-
-    def finish(self) -> None:
-        """After the stream: a remote record takes the fingerprint the server reported meanwhile."""
-        if self.record.is_remote:
-            self.record.source["fingerprint"] = self.backend.fingerprint
-
 
 def make_handlers(registry: ModelRegistry, limiter: RateLimiter | None = None):
     """The handlers, closed over the shared registry (the only server-wide state) and the rate limiter."""
@@ -225,7 +155,10 @@ def make_handlers(registry: ModelRegistry, limiter: RateLimiter | None = None):
         return gr.skip(), active, info
 
     def model_sampling_defaults(label: str):
-        """After a switch: the sampling sliders show the checkpoint's own defaults (the user may then change them)."""
+        """After a switch: the sampling sliders show the checkpoint's own defaults (the user may then change them).
+        A remote model's defaults are the server's to apply, so the sliders say nothing of a model default."""
+        if label in registry.choices and registry.is_remote(label):
+            return tuple(gr.update(label=SLIDERS[name].label) for name in MODEL_DEFAULTS)
         if not registry.is_loaded(label):
             return (gr.skip(),) * len(MODEL_DEFAULTS)
         return default_slider_updates(registry.load(label))
