@@ -69,7 +69,7 @@ def _score(registry: ModelRegistry, label: object, text: str) -> TextScore | str
         raise gr.Error(f"{label}: {error}") from None
     if result is None:
         return (f"Scoring is unavailable on this server: {remote.server.url} returns no log-probabilities for a "
-                f"prompt's tokens ({remote.score_note}). vLLM (prompt_logprobs) and llama-cpp-python (echo) do.")
+                f"prompt's tokens; {remote.score_note}. vLLM (prompt_logprobs) and llama-cpp-python (echo) give them.")
     return result
 
 
@@ -149,6 +149,8 @@ def remote_pair(registry: ModelRegistry, labels: tuple[str, str], prompt: str, t
     records = (side_run(registry, labels[0], prompt, template, params),
                side_run(registry, labels[1], prompt, template, params))
     names = (labels[0].split(" (")[0], labels[1].split(" (")[0])
+    if names[0] == names[1]:  # one model here and on a server (or on two): the origins tell them apart
+        names = tuple(labels)
     rates = (_decode_rate(records[0].steps), _decode_rate(records[1].steps))
     summary = (f"seed {params.seed} · {names[0]}: {rates[0] or 0:.1f} tokens/s · {names[1]}: {rates[1] or 0:.1f} "
                f"tokens/s · {parting_summary(records, names)}")

@@ -25,7 +25,9 @@ class SideBySideTab:
 
 def create_ui(runnable: list[str]) -> SideBySideTab:
     gr.Markdown("The Generate tab's prompt, template, sampling settings and seed on two models at once; then both "
-                "models read the first one's text, and the chart shows where they part.")
+                "models read the first one's text, and the chart shows where they part. With a model on a server (the "
+                "seed's size ladder, walked on real servers), each side's own run is drawn instead: a server gives "
+                "neither its whole distribution nor a reading of another model's text.")
     with gr.Row():
         model_a = gr.Dropdown(runnable, value=runnable[0], label="Model A", elem_id="model-a")
         model_b = gr.Dropdown(runnable, value=runnable[min(1, len(runnable) - 1)], label="Model B", elem_id="model-b")
