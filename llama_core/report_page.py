@@ -94,7 +94,8 @@ def identity_line(report: dict) -> str:
                 f"{html.escape(identity['model'])} · server fingerprint {html.escape(fingerprint)} · probabilities "
                 f"from the server's top-{identity.get('top_n')} · seed {report['seed']}")
     return (f"<b>{html.escape(identity['name'])}</b> · {identity['parameters']:,} parameters · "
-            f"{html.escape(identity['dtype'])} · weights {html.escape(identity['weights'][:23])}… · seed {report['seed']}")
+            f"{html.escape(identity['dtype'])} · weights {html.escape(identity['weights'][:23])}… · "
+            f"seed {report['seed']}")
 
 
 def attention_section(record: RunRecord, step: int) -> str:

@@ -220,7 +220,7 @@ def make_handlers(registry: ModelRegistry, limiter: RateLimiter | None = None):
             record.error, out_of_memory = failure_message(error), is_out_of_memory(error)
             gr.Warning(record.error)
         finally:
-            stream.close()  # frees the KV cache now (or ends the server's request), not when the generator is collected
+            stream.close()  # frees the KV cache (or hangs up on the server) now, not when the generator is collected
             run.finish()
         if out_of_memory:
             gc.collect()  # give the memory back before the next request asks for it

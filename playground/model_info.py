@@ -86,8 +86,9 @@ def template_note(registry: ModelRegistry, label: str, template: str) -> str:
     if template == "plain" or label not in registry.choices:
         return ""
     if registry.is_remote(label):
-        return (f"ℹ️ The **{template}** format is applied here; {label.split(' (')[0]} gets the formatted text, and "
-                "only the server knows whether the model was trained on it.")
+        name = label.split(" (")[0]
+        return (f"ℹ️ The **{template}** format is applied here; {name} gets the formatted text, and only the "
+                "server knows whether the model was trained on it.")
     if not registry.is_loaded(label):
         return ""
     if model_template(registry.load(label).tokenizer):

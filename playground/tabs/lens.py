@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import gradio as gr
 
 NO_RUN = "Generate first (Generate or Chat tab), then press **Read the last run**: the lens reads that run's tokens."
-REMOTE_RUN = ("**The logit lens needs a local model.** The latest run came from {model} on the server {server}: the lens "
-              "reads the residual stream after every layer, which only the model's weights give. Choose a local model "
-              "on the Generate tab and generate again.")
+REMOTE_RUN = ("**The logit lens needs a local model.** The latest run came from {model} on the server {server}: "
+              "the lens reads the residual stream after every layer, which only the model's weights give. Choose a "
+              "local model on the Generate tab and generate again.")
 
 
 @dataclass

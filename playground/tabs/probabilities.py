@@ -65,9 +65,9 @@ def create_ui() -> ProbabilitiesTab:
         branch_text = gr.Textbox(label="The branch (the run up to the fork, the forced token, what followed)",
                                  lines=4, interactive=False, elem_id="branch-text")
     branch_plot = gr.Plot(label="The branch beside the run", elem_id="branch-probability")
-    gr.Markdown("### Run report\nThe run as JSON (model identity with a weights hash, or for a remote model the server, "
-                "its model id and fingerprint; prompt, settings, seed, tokens "
-                "with probabilities, timings, branches) and as one HTML page that opens offline (the coloured tokens "
+    gr.Markdown("### Run report\nThe run as JSON (model identity with a weights hash, or for a remote model the "
+                "server, its model id and fingerprint; prompt, settings, seed, tokens with probabilities, timings, "
+                "branches) and as one HTML page that opens offline (the coloured tokens "
                 "with their alternatives, the selected step's attention, the branches); importing a JSON replays it "
                 "and says whether the same tokens come out.")
     with gr.Row():
