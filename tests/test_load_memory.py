@@ -13,8 +13,10 @@ file pages at once, an fp32 load with the input-major re-layout peaked at twice 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -79,11 +81,28 @@ def measure(directory: Path, options: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
+def checkpoints():
+    # Its own folder, not pytest's numbered ones: another pytest process may prune those while a worker has the
+    # files mapped, and the pages of a deleted file are never given back (which a load here counts on).
+    with tempfile.TemporaryDirectory(prefix="load-memory-") as folder:
+        yield _make_checkpoints(Path(folder))
+
+
+def _make_checkpoints(root: Path) -> dict[str, Path]:
     out = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        out[name] = tmp_path_factory.mktemp(f"memory-{name}")
+        out[name] = root / f"memory-{name}"
         make_checkpoint(out[name], dtype)
+    # A Q8_0 file: its blocks are re-quantized per row for the int8 kernel (int4 when asked), and the file's
+    # pages must not stay resident beside the converted matrices.
+    from llama_core.formats.gguf_export import export_gguf
+
+    source = root / "memory-gguf-source"
+    make_checkpoint(source, torch.float32)
+    # Meta's tokenizer: the 32,000 pieces of SHAPE's vocabulary.
+    shutil.copy(ROOT / "tests/data/third_party/llama-tokenizer.model", source / "tokenizer.model")
+    out["q8_0"] = root / "model-q8_0.gguf"
+    export_gguf(source, out["q8_0"], "q8_0")
     return out
 
 
@@ -94,7 +113,9 @@ def checkpoints(tmp_path_factory):
     ("bf16", {"dtype": "fp32"}),  # upcast: every matrix converted
     ("fp32", {"quantize": "int8"}),
     ("fp32", {"quantize": "int4"}),
-], ids=["fp32", "bf16", "bf16-to-fp32", "int8", "int4"])
+    ("q8_0", {}),  # Q8_0 blocks → int8, a few rows at a time
+    ("q8_0", {"quantize": "int4"}),  # Q8_0 blocks dequantized and re-quantized to int4
+], ids=["fp32", "bf16", "bf16-to-fp32", "int8", "int4", "gguf-q8_0", "gguf-q8_0-to-int4"])
 def test_loading_peaks_within_a_fifth_above_the_steady_size(checkpoints, stored, options):
     result = measure(checkpoints[stored], options)
     added_peak, added_steady = result["peak"] - result["before"], result["steady"] - result["before"]

@@ -25,6 +25,8 @@ from gguf import GGMLQuantizationType as QType
 from gguf.quants import dequantize as gguf_dequantize
 from torch import Tensor
 
+from ..kernels.page_release import release_file_pages
+
 FLOAT_TYPES = {QType.F32: torch.float32, QType.F16: torch.float16, QType.BF16: torch.bfloat16}
 RAW_TYPES = (QType.Q8_0, QType.Q4_0, QType.Q4_1)  # decoded here; their codes and scales are exposed
 GGUF_PACKAGE_TYPES = (QType.Q5_0, QType.Q5_1, QType.Q2_K, QType.Q3_K, QType.Q4_K, QType.Q5_K, QType.Q6_K,
@@ -64,6 +66,19 @@ class QuantizedTensor:
     def to(self, dtype: torch.dtype) -> Tensor:
         """The dequantized values in `dtype` (what `Tensor.to` would give, so the loader needs no special case)."""
         return self.dequantize(dtype)
+
+    def detach(self) -> QuantizedTensor:
+        return self  # nothing to detach: the blocks are no autograd leaf
+
+    def __getitem__(self, rows: slice) -> Tensor:
+        """Rows `rows` of a matrix, dequantized to fp32: the quantizers read a float matrix a few rows at a time
+        (kernels/int8.py `row_chunks`), so a re-quantized GGUF matrix never exists whole in fp32."""
+        if len(self.shape) != 2 or not isinstance(rows, slice) or rows.step not in (None, 1):
+            raise TypeError(f"a {self.kind} tensor is indexed by a slice of rows only, got {rows!r}")
+        raw = self.raw[rows]
+        values = self._decode(raw)
+        release_file_pages(raw)  # read once: its file pages need not stay resident beside the converted copy
+        return values
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> Tensor:
         """Decoded values, computed in fp32 as ggml does and then cast, a chunk of rows at a time."""

@@ -46,8 +46,9 @@ def quantize_groups(weight: Tensor, group_size: int) -> tuple[Tensor, Tensor, Te
     scale = torch.empty(rows, columns // group_size, dtype=torch.bfloat16)
     zero = torch.empty_like(scale)
     for part in row_chunks(rows, columns):  # a few rows at a time: no full-size fp32 temporaries
-        codes[part], scale[part], zero[part] = _quantize_rows(weight[part].detach().float(), group_size)
-        release_file_pages(weight[part])  # a memory-mapped source's pages, read: not needed resident
+        source = weight[part]  # read once: a GGUF tensor decodes its blocks on each read
+        codes[part], scale[part], zero[part] = _quantize_rows(source.detach().float(), group_size)
+        release_file_pages(source)  # a memory-mapped source's pages, read: not needed resident
     return codes, scale, zero
 
 

@@ -24,7 +24,7 @@ from .page_release import release_file_pages
 # AMX here) beat the kernel, which is a matrix-vector product per row: 5632×2048 with 64 rows, one thread,
 # 17.5 ms in the kernel against 9 ms dequantizing plus 3 ms multiplying (512 rows: 144 against 24 ms).
 PREFILL_ROWS = 64
-CHUNK_ELEMENTS = 1 << 20  # weights quantized at a time: bounds each fp32 temporary to 4 MiB at load
+CHUNK_ELEMENTS = 1 << 18  # weights quantized at a time: bounds each fp32 temporary to 1 MiB at load
 
 
 def row_chunks(rows: int, columns: int, multiple: int = 1) -> list[slice]:
@@ -48,12 +48,13 @@ class Int8Linear(nn.Module):
         rows, columns = weight.shape
         qweight, scale = torch.empty(rows, columns, dtype=torch.int8), torch.empty(rows, dtype=torch.bfloat16)
         for part in row_chunks(rows, columns):  # a few rows at a time: no full-size fp32 temporaries
-            chunk = weight[part].float()
+            source = weight[part]  # read once: a GGUF tensor decodes its blocks on each read
+            chunk = source.float()
             # The scale is rounded to the kernel's bf16 first (upwards, so that absmax still fits in ±127), and the
             # codes are taken with the rounded scale: every weight then lies within half a step of its value.
             scale[part] = _bf16_at_least(chunk.abs().amax(dim=1).clamp(min=1e-30) / 127)  # a zero row stays zero
             qweight[part] = torch.round(chunk / scale[part].float()[:, None]).clamp_(-127, 127)
-            release_file_pages(weight[part])  # a memory-mapped source's pages, read: not needed resident
+            release_file_pages(source)  # a memory-mapped source's pages, read: not needed resident
         self.register_buffer("qweight", qweight)
         self.register_buffer("scale", scale)
         self.in_features, self.out_features = columns, rows
