@@ -13,7 +13,6 @@ from pathlib import Path
 
 import gradio as gr
 
-from llama_core import generate_stream
 from llama_core.backends import RemoteError
 from llama_core.errors import CheckpointError, TokenizerError
 from llama_core.report_page import Branch
@@ -24,6 +23,7 @@ from llama_core.token_display import plain_label
 
 from .registry import ModelRegistry
 from .remote_runs import start_record
+from .zerogpu import gpu_stream
 
 MAX_REPORT_BYTES = 1_000_000  # the app's upload cap; a report of a full-context run is ~200 kB
 
@@ -57,7 +57,7 @@ def local_branch(registry: ModelRegistry, record: RunRecord, step_index: int, to
     prompt_ids = record.branch_prompt(step_index, token_id)
     budget = _budget(record, step_index, loaded.args.max_seq_len, len(prompt_ids))
     child = RunRecord.start(record.model_name, loaded.tokenizer, record.prompt, prompt_ids, record.settings)
-    for step in generate_stream(loaded.model, loaded.tokenizer, prompt_ids,
+    for step in gpu_stream(loaded.model, loaded.tokenizer, prompt_ids,
                                 sampler_of(record.settings, record.seed, budget), eos_ids=loaded.eos_ids):
         child.add(step)
     return child

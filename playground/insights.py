@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from llama_core import ParameterError, SamplingParams, generate_stream
+from llama_core import ParameterError, SamplingParams
 from llama_core.chinchilla import InferenceAwarePlan, inference_aware_optimum, plan
 from llama_core.errors import CheckpointError, TokenizerError
 from llama_core.generation import encode_prompt
@@ -39,6 +39,7 @@ from llama_core.token_display import display_tokens
 from .registry import ModelRegistry
 from .remote_pair import pair_figure, parting_summary, side_run
 from .scaling_panel import bundled_model_points
+from .zerogpu import gpu_stream
 
 MAX_SCORE_CHARS = 20_000  # as the page's prompt box: tokenizing is the expensive part of a huge paste
 
@@ -118,7 +119,7 @@ def run_pair(registry: ModelRegistry, labels: tuple[str, str], prompt: str, temp
         try:
             ids = encode_prompt(loaded.tokenizer, apply_template(template, prompt, ""))
             budget = min(params.max_new_tokens, loaded.args.max_seq_len - len(ids))
-            steps = list(generate_stream(loaded.model, loaded.tokenizer, ids,
+            steps = list(gpu_stream(loaded.model, loaded.tokenizer, ids,
                                          SamplingParams(**{**params.__dict__, "max_new_tokens": max(1, budget)}),
                                          eos_ids=loaded.eos_ids))
         except ParameterError as error:

@@ -16,10 +16,12 @@ from pathlib import Path
 
 import psutil
 
-from llama_core import CheckpointError, LoadedModel, detect_format, load_checkpoint, parameter_count, preset
+from llama_core import CheckpointError, LoadedModel, detect_format, parameter_count, preset
 from llama_core.backends import Backend, LocalBackend, RemoteModel
 from llama_core.gguf_file import is_later_split_part
 from llama_core.loading import estimate_checkpoint_bytes, format_bytes
+
+from .zerogpu import gpu_stream, load_model
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED_DIR = REPO / "models"
@@ -158,7 +160,7 @@ class ModelRegistry:
         """Where `label` runs: its RemoteModel, or the local engine on the loaded checkpoint (loading it)."""
         if label in self._remote:
             return self._remote[label]  # never touches the loaded local models
-        return LocalBackend(self.load(label))
+        return LocalBackend(self.load(label), stream=gpu_stream)
 
     def context_of(self, label: str) -> int | None:
         """The context window of a loaded local model or a remote one whose server reports it; else None."""
@@ -179,7 +181,8 @@ class ModelRegistry:
                 return self._loaded[label]
         self._make_room(label, choice.source)
         # check_memory=False: _make_room checked, and made room
-        loaded = load_checkpoint(choice.source, check_memory=False, context_length=self.context_length)
+        # On a ZeroGPU Space a big checkpoint goes onto CUDA in bf16; elsewhere this is load_checkpoint.
+        loaded = load_model(choice.source, check_memory=False, context_length=self.context_length)
         if loaded.tokenizer is None:
             raise CheckpointError(f"{Path(choice.source).name}: no tokenizer.model next to the weights; put the "
                                   "model's tokenizer.model beside them")

@@ -13,7 +13,7 @@ import os
 
 import gradio as gr
 
-from llama_core import ParameterError, SamplingParams, generate_stream
+from llama_core import ParameterError, SamplingParams
 from llama_core.backends import RemoteError
 from llama_core.errors import CheckpointError, TokenizerError
 from llama_core.generation import encode_prompt
@@ -23,6 +23,7 @@ from llama_core.templates import apply_template
 
 from .registry import ModelRegistry
 from .remote_runs import start_record
+from .zerogpu import gpu_stream
 
 PAIR_TOP_N = 5  # alternatives kept per token: the chart draws p(chosen) only
 
@@ -41,7 +42,7 @@ def side_run(registry: ModelRegistry, label: str, prompt: str, template: str, pa
             ids = encode_prompt(loaded.tokenizer, text)
             budget = min(params.max_new_tokens, loaded.args.max_seq_len - len(ids))
             record = RunRecord.start(label, loaded.tokenizer, text, ids, settings)
-            stream = generate_stream(loaded.model, loaded.tokenizer, ids,
+            stream = gpu_stream(loaded.model, loaded.tokenizer, ids,
                                      SamplingParams(**{**params.__dict__, "max_new_tokens": max(1, budget)}),
                                      top_n=PAIR_TOP_N, eos_ids=loaded.eos_ids)
     except (CheckpointError, TokenizerError, ParameterError) as error:

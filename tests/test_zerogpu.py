@@ -223,3 +223,20 @@ def test_cuda_placement_is_chosen_for_big_checkpoints_when_cuda_is_there(monkeyp
     assert zerogpu.accelerator_load_options(BUNDLED_1M) == {}  # a small local checkpoint stays on the CPU
     monkeypatch.setattr(zerogpu, "GPU_MIN_BYTES", 1)
     assert zerogpu.accelerator_load_options(BUNDLED_1M) == on_gpu
+
+
+def test_the_apps_local_runs_go_through_the_gpu_path(fake_spaces, monkeypatch):
+    """The registry hands out local backends whose runs take `gpu_stream`, so Generate, Chat and the APIs (all
+    through `registry.backend`) run inside `spaces.GPU` on a Space whose weights are on CUDA."""
+    from playground.registry import ModelRegistry, discover
+
+    fake, module = fake_spaces
+    monkeypatch.setattr(module, "on_accelerator", lambda model: True)
+    registry = ModelRegistry(discover(None, [str(BUNDLED_1M)]))
+    label = next(label for label, choice in registry.choices.items() if choice.source == str(BUNDLED_1M))
+    backend = registry.backend(label)
+    got = list(backend.generate(PROMPT, PARAMS, top_n=5))
+    loaded = registry.load(label)
+    expected = list(generate_stream(loaded.model, loaded.tokenizer, PROMPT, PARAMS, top_n=5, eos_ids=loaded.eos_ids))
+    assert_same_records(got, expected)
+    assert [name for name, _ in fake.scheduled] == ["run"]

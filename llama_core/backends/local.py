@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from ..chat import encode_chat
 from ..generation import DEFAULT_ATTENTION_BUDGET, MAX_TOP_N, StepRecord, generate_stream
@@ -22,10 +22,13 @@ class LocalBackend:
 
     capabilities = LOCAL_CAPABILITIES
 
-    def __init__(self, loaded: LoadedModel, label: str | None = None):
+    def __init__(self, loaded: LoadedModel, label: str | None = None,
+                 stream: Callable[..., Iterator[StepRecord]] = generate_stream):
         if not isinstance(loaded, LoadedModel):
             raise TypeError(f"LocalBackend takes a LoadedModel, got {type(loaded).__name__}")
         self.loaded = loaded
+        # generate_stream's signature; the app passes one that runs it on a Space's GPU (playground/zerogpu.py).
+        self._stream = stream
         self.label = label or (loaded.model_card or {}).get("name") or str(loaded.source)
         self.origin = str(loaded.path)
         self._fingerprint: str | None = None
@@ -44,7 +47,7 @@ class LocalBackend:
         """`generate_stream` on this model; a conversation is encoded with the checkpoint's own chat template."""
         if messages is not None:
             prompt = encode_chat(self.loaded.tokenizer, messages)
-        return generate_stream(self.loaded.model, self.loaded.tokenizer, prompt, params, top_n=top_n,
+        return self._stream(self.loaded.model, self.loaded.tokenizer, prompt, params, top_n=top_n,
                                capture_attention=capture_attention, attention_budget=attention_budget,
                                eos_ids=self.loaded.eos_ids)
 
