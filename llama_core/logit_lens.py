@@ -35,7 +35,7 @@ def residual_stream(model: Transformer, token_ids: list[int]) -> list[torch.Tens
     """The hidden state (T, C) entering the first layer and leaving each layer."""
     if not token_ids or len(token_ids) > model.args.max_seq_len:
         raise ValueError(f"need 1 to {model.args.max_seq_len} tokens, got {len(token_ids)}")
-    tokens = torch.tensor([token_ids])
+    tokens = torch.tensor([token_ids], device=model.input_device())
     h = model.embed(tokens)  # in the residual stream's dtype, as the forward pass does
     freqs = model.rope(0, len(token_ids), h.device)
     states = [h[0]]
@@ -52,7 +52,8 @@ def logit_lens(model: Transformer, token_ids: list[int], vocab_size: int | None 
     following = torch.tensor(token_ids[1:])
     top_ids, top_probs, next_probs, next_ranks = [], [], [], []
     for h in states:
-        probs = torch.softmax(model.output(model.norm(h)).float()[:, :vocab_size], dim=-1)  # (T, V)
+        # (T, V), read on the CPU wherever the weights are
+        probs = torch.softmax(model.output(model.norm(h)).float()[:, :vocab_size], dim=-1).cpu()
         best = probs.max(dim=-1)
         top_ids.append(best.indices.numpy())
         top_probs.append(best.values.numpy())

@@ -45,8 +45,8 @@ def next_token_log_probs(model: Transformer, token_ids: list[int], vocab_size: i
         raise ParameterError("text", "at least one token after <s>", f"{len(token_ids)} token(s)")
     if len(token_ids) > model.args.max_seq_len:
         raise ParameterError("text", f"at most {model.args.max_seq_len} tokens for this model", f"{len(token_ids)} tokens")
-    logits = model(torch.tensor([token_ids])).logits[0, :-1, :vocab_size]
-    return torch.log_softmax(logits.float(), dim=-1)
+    logits = model(torch.tensor([token_ids], device=model.input_device())).logits[0, :-1, :vocab_size]
+    return torch.log_softmax(logits.float(), dim=-1).cpu()  # read on the CPU, wherever the weights are
 
 
 def score_text(model: Transformer, tokenizer: Tokenizer, text: str | list[int], top_n: int = 5) -> TextScore:
