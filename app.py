@@ -91,7 +91,9 @@ def build_app(registry: ModelRegistry, limiter: RateLimiter | None = None) -> gr
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     on_space = "SPACE_ID" in os.environ
     parser = argparse.ArgumentParser(description="LLaMA Playground")
-    parser.add_argument("--model", action="append", default=[], help="checkpoint path or Hub id (repeatable)")
+    # A Space has no command line: PLAYGROUND_MODELS (space-separated) offers checkpoints there; flags add to it.
+    parser.add_argument("--model", action="append", default=os.environ.get("PLAYGROUND_MODELS", "").split(),
+                        help="checkpoint path or Hub id (repeatable; also PLAYGROUND_MODELS, space-separated)")
     parser.add_argument("--models-dir", default=os.environ.get("LLAMA_MODELS_DIR"),
                         help="directory scanned for checkpoints (and LLaMA-7B… preset folders)")
     parser.add_argument("--share", action="store_true", help="create a public Gradio share link")

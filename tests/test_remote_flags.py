@@ -17,7 +17,7 @@ LOCAL = "playground-1m (bundled)"
 
 @pytest.fixture(autouse=True)
 def no_remote_env(monkeypatch):
-    for name in (REMOTE_ENV, KEY_ENV_ENV, TIMEOUT_ENV):
+    for name in (REMOTE_ENV, KEY_ENV_ENV, TIMEOUT_ENV, "PLAYGROUND_MODELS"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -41,6 +41,13 @@ def test_a_space_names_its_servers_key_and_timeout_in_the_environment(monkeypatc
     assert [(c.url, c.api_key_env, c.timeout_s) for c in found] == [
         ("http://flag:1", "VLLM_KEY", 30.0), ("http://gpu-box:8000", "VLLM_KEY", 30.0),
         ("http://other:11434", "VLLM_KEY", 30.0)]
+
+
+def test_a_space_offers_checkpoints_named_in_the_environment_and_flags_add_to_them(monkeypatch):
+    monkeypatch.setenv("PLAYGROUND_MODELS", "org/llama-gguf:Q4_0  models/extra")
+    assert app.parse_args(["--model", "flag-model"]).model == ["org/llama-gguf:Q4_0", "models/extra", "flag-model"]
+    monkeypatch.delenv("PLAYGROUND_MODELS")
+    assert app.parse_args([]).model == []
 
 
 @pytest.mark.parametrize("argv, message", [
