@@ -272,7 +272,7 @@ def test_B12_a_checkpoint_larger_than_free_memory_is_refused_from_its_headers(mo
     handlers = make_handlers(registry)
     registry.load(FAST_MODEL)
     loads = []
-    monkeypatch.setattr(registry_module, "load_checkpoint", lambda *a, **k: loads.append(a) or load_checkpoint(*a, **k))
+    monkeypatch.setattr(registry_module, "load_model", lambda *a, **k: loads.append(a) or load_checkpoint(*a, **k))
     monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(available=3 * 2**20))
     with pytest.raises(gr.Error, match=r"Could not load playground-4m \(bundled\): playground-4m \(bundled\) needs "
                                        r"~7 MiB of memory for its weights, 3 MiB is free"):
