@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -153,11 +154,17 @@ class RunRecord:
             "error": self.error,
             "timing": self.timing(),
             "tokens": [
-                {"token_id": s.token_id, "piece": s.piece, "text": s.text, "prob": s.prob,
-                 "prob_filtered": s.prob_filtered, "logprob": s.logprob, "entropy": s.entropy,
+                {"token_id": s.token_id, "piece": s.piece, "text": s.text, "prob": _json_number(s.prob),
+                 "prob_filtered": _json_number(s.prob_filtered), "logprob": _json_number(s.logprob),
+                 "entropy": _json_number(s.entropy),
                  "elapsed_s": s.elapsed_s,
                  "top": [[a.token_id, a.piece, a.prob, a.prob_filtered] for a in s.top],
                  "stages": [[name, list(values)] for name, values in s.stages]}
                 for s in self.steps
             ],
         }
+
+
+def _json_number(value: float) -> float | None:
+    """A probability as JSON has it: a server that sends no log-probabilities leaves NaN, which JSON cannot carry."""
+    return value if math.isfinite(value) else None

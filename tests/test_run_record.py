@@ -86,3 +86,21 @@ def test_branching_with_the_greedy_choice_reproduces_the_greedy_run(tiny_model, 
     assert branch[len(ids):] + rest == greedy
     other = next(a.token_id for a in record.steps[4].top if a.token_id != greedy[4])
     assert record.branch_prompt(4, other)[-1] == other and len(record.branch_prompt(4, other)) == len(ids) + 5
+
+
+def test_a_token_without_probabilities_is_null_in_the_json():
+    """A server that sends no log-probabilities (older Ollama) leaves NaN in the step: JSON has no NaN, so null."""
+    import json
+    import math
+
+    from llama_core.backends import PieceVocabulary
+    from llama_core.generation import StepRecord
+    from llama_core.run_record import RunRecord
+
+    vocabulary = PieceVocabulary("http://server:1")
+    record = RunRecord.start("remote", vocabulary, "Hi", [], {})
+    nan = math.nan
+    record.add(StepRecord(index=0, token_id=vocabulary.add(" there"), piece=" there", text=" there", prob=nan,
+                          prob_filtered=nan, logprob=nan, entropy=nan, top=(), elapsed_s=0.1, seed=1))
+    token = json.loads(json.dumps(record.to_dict(), allow_nan=False))["tokens"][0]
+    assert token["text"] == " there" and token["prob"] is None and token["logprob"] is None
