@@ -16,6 +16,8 @@ from llama_core import TEMPLATES, ParameterError, SamplingParams
 from llama_core.chat import BUILTIN_CHAT_TEMPLATES, MODEL_TEMPLATE, check_messages
 from llama_core.sampling import MAX_SEED
 
+PAGE_TOP_N, API_TOP_N = 10, 5  # alternatives recorded per token: on the page, through the API
+
 MAX_PROMPT_CHARS = 20_000  # the page's cap, checked before tokenizing; the engine's own (200k) guards the Python API
 MAX_SYSTEM_CHARS = 2_000
 MAX_CONVERSATION_CHARS = 100_000  # a chat's whole history; its tokens must still fit the model's context

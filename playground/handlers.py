@@ -23,7 +23,7 @@ from llama_core.errors import ChatTemplateError, CheckpointError, TokenizerError
 from llama_core.run_record import RunRecord
 
 from .access import RateLimiter, request_client_key
-from .controls import SLIDERS, check_context, check_field
+from .controls import API_TOP_N, PAGE_TOP_N, SLIDERS, check_context, check_field
 from .model_info import MODEL_DEFAULTS, default_slider_updates, model_info
 from .registry import ModelRegistry
 from .remote_runs import remote_prompt, run_token_html, start_record
@@ -43,7 +43,6 @@ STREAM_FIELDS = ("model", "prompt", "template", "system", *SLIDERS, "seed", "sto
 API_FIELDS = ("prompt", "model", "max_new_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty",
               "seed", "stop", "template")
 API_DEFAULTS = {"system": "", "presence_penalty": 0.0, "frequency_penalty": 0.0, "capture_attention": False}
-PAGE_TOP_N, API_TOP_N = 10, 5  # alternatives recorded per token
 # What a finished page run fills at once besides its state: the token view (light HTML) and the selected
 # step; each inspecting tab draws its charts when it shows (playground/tabs/views.py).
 RUN_PANELS = 2

@@ -10,7 +10,7 @@ import gradio as gr
 from llama_core import ParameterError, parameter_count
 from llama_core.chat import model_template
 
-from .controls import SLIDERS
+from .controls import PAGE_TOP_N, SLIDERS
 from .registry import ModelRegistry
 
 # The sliders a checkpoint's generation_config.json may set; the page shows its values as the defaults.
@@ -46,7 +46,7 @@ def remote_model_info(registry: ModelRegistry, label: str) -> str:
     owner = f" (owned by {remote.info.owned_by})" if remote.info.owned_by else ""
     return (f"**{label}** · served by {remote.server.config.url} · model `{remote.info.id}`{owner} · "
             + (f"context {context}" if context else "context length not reported by the server")
-            + f" · up to {remote.capabilities.top_n_max} alternatives a token from the server: entropy over them is "
+            + f" · the server's top {min(PAGE_TOP_N, remote.capabilities.top_n_max)} alternatives of each token: entropy over them is "
               "a lower bound, the sampler pipeline is recomputed on them; attention and the logit lens need a local "
               "model")
 

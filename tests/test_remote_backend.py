@@ -157,6 +157,8 @@ def test_sampler_stages_are_those_of_the_top_n(llama_server):
         final = np.where(keep, probs, 0.0) / probs[keep].sum()
         stages = dict(step.stages)
         assert list(stages) == ["raw", "penalties", "temperature", "top_k", "top_p", "min_p"]
+        # The raw stage is the model's own: the server's probabilities, as the alternatives show them.
+        assert list(stages["raw"]) == [a.prob for a in step.top]
         np.testing.assert_allclose(stages["min_p"], final, atol=1e-9)
         assert [a.prob_filtered for a in step.top] == list(stages["min_p"])
         chosen = next(a for a in step.top if a.token_id == step.token_id)

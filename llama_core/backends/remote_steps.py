@@ -7,7 +7,8 @@ under the raw distribution — not the other V - n. So, for each step:
 - `entropy` is -Σ p log p over the tokens the server named: every term of the true sum is ≥ 0, so this is
   a LOWER BOUND of the true entropy (equal to it only when the named tokens hold all the probability);
 - `stages` is the sampler pipeline (`sampling.sampler_stages`) recomputed on a logits vector that holds only
-  those tokens: each stage's probabilities are renormalised over them ("truncated to n"), and `prob_filtered`
+  those tokens: the raw stage shows the server's own probabilities, each later stage's are renormalised over
+  the named tokens ("truncated to n"), and `prob_filtered`
   is the chosen token's after the last stage. It is this playground's pipeline, in its order (penalties,
   temperature, top-k, top-p, min-p); the server's own may differ (llama.cpp applies temperature last, and its
   repetition penalty looks at the last 64 tokens, prompt included). The penalties here see the tokens generated
@@ -93,7 +94,9 @@ def _step(index, token, token_id, vocabulary, params, top_n, generated, start, s
     stages, filtered, removed = [], None, [None] * len(ids)
     for name, stage_logits in sampler_stages(logprobs, params, seen, counts):
         filtered = torch.softmax(stage_logits, dim=-1)
-        stages.append((name, tuple(filtered.tolist())))
+        # The raw stage is the model's own distribution: the server's probabilities, as the alternatives show them
+        # (renormalised over the n they would read several times larger); the stages after it are renormalised.
+        stages.append((name, tuple((probs if not stages else filtered).tolist())))
         # The first stage that set a candidate's logit to -inf is the one that removed it.
         removed = [gone or (name if out else None) for gone, out in zip(removed, torch.isneginf(stage_logits).tolist())]
     top = tuple(Alternative(i, piece, float(p), float(q), gone)
