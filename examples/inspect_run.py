@@ -24,10 +24,10 @@ from _bundled import largest_bundled_model  # noqa: E402
 from llama_core import (  # noqa: E402
     CheckpointError, ParameterError, SamplingParams, TokenizerError, generate_stream, load_checkpoint,
 )
-from llama_core.run_figures import (  # noqa: E402
+from llama_core.insight.run_figures import (  # noqa: E402
     alternatives_figure, attention_figure, probability_entropy_figure, token_html,
 )
-from llama_core.run_record import RunRecord  # noqa: E402
+from llama_core.insight.run_record import RunRecord  # noqa: E402
 
 
 def head_choice(value: str) -> int | None:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from llama_core.attention_figures import attention_figure, attention_text_html, head_view_figure, heads_figure
-from llama_core.run_record import RunRecord
+from llama_core.insight.attention_figures import attention_figure, attention_text_html, head_view_figure, heads_figure
+from llama_core.insight.run_record import RunRecord
 
 from .registry import ModelRegistry
 

@@ -15,10 +15,10 @@ import gradio as gr
 
 from llama_core.backends import RemoteError
 from llama_core.errors import CheckpointError, TokenizerError
-from llama_core.report_page import Branch
-from llama_core.run_figures import branch_figure
-from llama_core.run_record import RunRecord, sampler_of
-from llama_core.run_report import build_report, replay, replay_remote, report_html, server_chat_messages
+from llama_core.insight.report_page import Branch
+from llama_core.insight.run_figures import branch_figure
+from llama_core.insight.run_record import RunRecord, sampler_of
+from llama_core.insight.run_report import build_report, replay, replay_remote, report_html, server_chat_messages
 from llama_core.token_display import plain_label
 
 from .registry import ModelRegistry

@@ -20,7 +20,7 @@ import gradio as gr
 from llama_core import ParameterError, SamplingParams, StopReason
 from llama_core.backends import LocalBackend, RemoteError
 from llama_core.errors import ChatTemplateError, CheckpointError, TokenizerError
-from llama_core.run_record import RunRecord
+from llama_core.insight.run_record import RunRecord
 
 from .access import RateLimiter, request_client_key
 from .controls import API_TOP_N, PAGE_TOP_N, SLIDERS, check_context, check_field

@@ -3,7 +3,7 @@ the Chinchilla calculator (branching and run reports: branch_handlers.py; the sa
 probability_handlers.py).
 
 Each is a plain function of plain values (a `RunRecord` from the session state, labels from the
-model menu); the figures come from `llama_core.insight_figures`.
+model menu); the figures come from `llama_core.insight.insight_figures`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from llama_core import ParameterError, SamplingParams
 from llama_core.chinchilla import InferenceAwarePlan, inference_aware_optimum, plan
 from llama_core.errors import CheckpointError, TokenizerError
 from llama_core.generation import encode_prompt
-from llama_core.insight_figures import (
+from llama_core.insight.insight_figures import (
     chinchilla_figure,
     divergence_figure,
     inference_aware_figure,
@@ -28,11 +28,11 @@ from llama_core.insight_figures import (
     scored_text_html,
     surprisal_figure,
 )
-from llama_core.logit_lens import logit_lens
+from llama_core.insight.logit_lens import logit_lens
 from llama_core.published import published_models
-from llama_core.run_record import RunRecord
+from llama_core.insight.run_record import RunRecord
 from llama_core.backends import RemoteError
-from llama_core.scoring import TextScore, compare_on_tokens, score_text
+from llama_core.insight.scoring import TextScore, compare_on_tokens, score_text
 from llama_core.templates import apply_template
 from llama_core.token_display import display_tokens
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import gradio as gr
 
-from llama_core.pipeline_figure import pipeline_figure
-from llama_core.report_page import confidence_figure
-from llama_core.run_figures import alternatives_figure
-from llama_core.run_record import RunRecord
+from llama_core.insight.pipeline_figure import pipeline_figure
+from llama_core.insight.report_page import confidence_figure
+from llama_core.insight.run_figures import alternatives_figure
+from llama_core.insight.run_record import RunRecord
 from llama_core.token_display import plain_label
 
 from .remote_runs import run_token_html

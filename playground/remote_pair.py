@@ -17,8 +17,8 @@ from llama_core import ParameterError, SamplingParams
 from llama_core.backends import RemoteError
 from llama_core.errors import CheckpointError, TokenizerError
 from llama_core.generation import encode_prompt
-from llama_core.report_page import confidence_figure
-from llama_core.run_record import RunRecord
+from llama_core.insight.report_page import confidence_figure
+from llama_core.insight.run_record import RunRecord
 from llama_core.templates import apply_template
 
 from .registry import ModelRegistry

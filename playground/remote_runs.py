@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from llama_core.backends import RemoteModel
 from llama_core.chat import BUILTIN_CHAT_TEMPLATES, MODEL_TEMPLATE, render_chat
-from llama_core.run_figures import token_html
-from llama_core.run_record import RunRecord
-from llama_core.run_report import server_chat_messages
+from llama_core.insight.run_figures import token_html
+from llama_core.insight.run_record import RunRecord
+from llama_core.insight.run_report import server_chat_messages
 from llama_core.templates import apply_template
 from llama_core.token_display import html_token
 

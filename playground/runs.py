@@ -14,7 +14,7 @@ from llama_core import GenerationError, SamplingParams, apply_template
 from llama_core.backends import Backend, RemoteError
 from llama_core.chat import chat_prompt, default_chat_template
 from llama_core.generation import StepRecord, encode_prompt
-from llama_core.run_record import RunRecord
+from llama_core.insight.run_record import RunRecord
 
 # Attention kept for the Attention tab lives in each session's state: 2^24 fp16 elements (32 MiB)
 # hold the bundled 16M model's whole 512-token window; bigger models keep what fits.

@@ -1,18 +1,18 @@
 import numpy as np
 import torch
 
-from llama_core import insight_figures as figures
+from llama_core.insight import insight_figures as figures
 from llama_core.chinchilla import plan
 from llama_core.generation import encode_prompt, generate_stream
 from llama_core.label_layout import PlotArea, _box, _overlaps, place_labels
-from llama_core.lens_figure import WINDOW
-from llama_core.logit_lens import logit_lens
+from llama_core.insight.lens_figure import WINDOW
+from llama_core.insight.logit_lens import logit_lens
 from llama_core.model import Transformer
 from llama_core.published import published_models
-from llama_core.run_figures import CHOSEN, KEPT, REMOVED
-from llama_core.run_record import RunRecord
+from llama_core.insight.run_figures import CHOSEN, KEPT, REMOVED
+from llama_core.insight.run_record import RunRecord
 from llama_core.sampling import SamplingParams
-from llama_core.scoring import compare_on_tokens, score_text
+from llama_core.insight.scoring import compare_on_tokens, score_text
 from llama_core.token_display import chart_label, display_tokens, positioned_labels
 
 

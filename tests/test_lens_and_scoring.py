@@ -5,9 +5,9 @@ import torch
 
 from llama_core.errors import ParameterError
 from llama_core.generation import generate_stream
-from llama_core.logit_lens import logit_lens, residual_stream
+from llama_core.insight.logit_lens import logit_lens, residual_stream
 from llama_core.sampling import SamplingParams
-from llama_core.scoring import compare_on_tokens, score_text
+from llama_core.insight.scoring import compare_on_tokens, score_text
 from numerics import FP32_REORDER, assert_greedy_is_robust
 
 pytestmark = pytest.mark.numerics

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from llama_core.attention_figures import attention_figure, attention_text_html, head_view_figure, heads_figure
+from llama_core.insight.attention_figures import attention_figure, attention_text_html, head_view_figure, heads_figure
 from llama_core.generation import encode_prompt, generate_stream
-from llama_core.run_figures import KEPT, branch_figure, token_html
-from llama_core.run_record import RunRecord
+from llama_core.insight.run_figures import KEPT, branch_figure, token_html
+from llama_core.insight.run_record import RunRecord
 from llama_core.sampling import SamplingParams
 from llama_core.token_display import chart_label, display_tokens, html_token, plain_label, positioned_labels
 

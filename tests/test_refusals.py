@@ -21,8 +21,8 @@ from llama_core import CheckpointError, SamplingParams, TokenizerError, generate
 from llama_core.formats.hf_config import read_generation_config
 from llama_core.formats.hub import COMMON_PATTERNS, PICKLE_PATTERNS, SAFETENSORS_PATTERNS
 from llama_core.generation import encode_prompt
-from llama_core.logit_lens import logit_lens
-from llama_core.scoring import score_text
+from llama_core.insight.logit_lens import logit_lens
+from llama_core.insight.scoring import score_text
 
 SMALL = dict(vocab_size=SP_VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=4,
              num_key_value_heads=2, max_position_embeddings=64)

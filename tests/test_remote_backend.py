@@ -26,7 +26,7 @@ from remote_server import BUNDLED, llama_server, remote_gguf  # noqa: F401 (fixt
 from llama_core import SamplingParams, load_checkpoint
 from llama_core.backends import (Backend, LocalBackend, RemoteConfig, RemoteError, RemoteModel, RemoteServer,
                                  remote_models)
-from llama_core.run_record import RunRecord
+from llama_core.insight.run_record import RunRecord
 
 llama_cpp = pytest.importorskip("llama_cpp")
 # Our engine is compared with llama.cpp on the same weights: rerun on the second kernel family (scripts/test.sh).

@@ -21,7 +21,7 @@ from remote_server import closed_port_url
 from llama_core import ParameterError, SamplingParams, TokenizerError
 from llama_core.backends import PieceVocabulary, RemoteConfig, RemoteError, RemoteModel, RemoteModelInfo, RemoteServer
 from llama_core.generation import StopReason
-from llama_core.run_record import RunRecord
+from llama_core.insight.run_record import RunRecord
 
 GREEDY = SamplingParams(temperature=0.0, max_new_tokens=8)
 

@@ -4,8 +4,8 @@ import torch
 from numerics import FP32_REORDER, assert_greedy_is_robust
 
 from llama_core.generation import generate_stream
-from llama_core.run_figures import alternatives_figure, attention_figure, heads_figure, token_html, visible_piece
-from llama_core.run_record import RunRecord
+from llama_core.insight.run_figures import alternatives_figure, attention_figure, heads_figure, token_html, visible_piece
+from llama_core.insight.run_record import RunRecord
 from llama_core.sampling import SamplingParams
 from llama_core.token_display import positioned_labels
 
@@ -95,7 +95,7 @@ def test_a_token_without_probabilities_is_null_in_the_json():
 
     from llama_core.backends import PieceVocabulary
     from llama_core.generation import StepRecord
-    from llama_core.run_record import RunRecord
+    from llama_core.insight.run_record import RunRecord
 
     vocabulary = PieceVocabulary("http://server:1")
     record = RunRecord.start("remote", vocabulary, "Hi", [], {})

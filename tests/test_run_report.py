@@ -9,9 +9,9 @@ import torch
 
 from llama_core.generation import encode_prompt, generate_stream
 from llama_core.loading import LoadedModel
-from llama_core.report_page import MAX_PAGE_BYTES, Branch
-from llama_core.run_record import RunRecord
-from llama_core.run_report import build_report, replay, report_html, weights_fingerprint
+from llama_core.insight.report_page import MAX_PAGE_BYTES, Branch
+from llama_core.insight.run_record import RunRecord
+from llama_core.insight.run_report import build_report, replay, report_html, weights_fingerprint
 from llama_core.sampling import SamplingParams
 
 

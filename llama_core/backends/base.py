@@ -13,7 +13,7 @@ from typing import Protocol, runtime_checkable
 
 from ..generation import DEFAULT_ATTENTION_BUDGET, StepRecord
 from ..sampling import SamplingParams
-from ..scoring import TextScore
+from ..insight.scoring import TextScore
 from ..tokenizer import Tokenizer
 
 

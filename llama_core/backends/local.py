@@ -9,7 +9,7 @@ from ..chat import encode_chat
 from ..generation import DEFAULT_ATTENTION_BUDGET, MAX_TOP_N, StepRecord, generate_stream
 from ..loading import LoadedModel
 from ..sampling import SamplingParams
-from ..scoring import TextScore, score_text
+from ..insight.scoring import TextScore, score_text
 from ..tokenizer import Tokenizer
 from .base import Capabilities
 
@@ -56,7 +56,7 @@ class LocalBackend:
 
     def describe(self) -> dict:
         """The model's identity: name, source, format, size and a fingerprint of its weights (hashed once)."""
-        from ..run_report import weights_fingerprint  # the report's own hash; imported late, it pulls in the page
+        from ..insight.run_report import weights_fingerprint  # the report's own hash; imported late, it pulls in the page
 
         with self._lock:  # two reports at once hash the weights once
             if self._fingerprint is None:

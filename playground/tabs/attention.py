@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from llama_core.attention_figures import SINK_NOTE
+from llama_core.insight.attention_figures import SINK_NOTE
 from playground.attention_handlers import NO_RUN
 
 from .probabilities import TOKEN_CLICK_JS

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from llama_core.run_record import RunRecord
+from llama_core.insight.run_record import RunRecord
 
 QUIET = {"show_progress": "hidden", "api_visibility": "private"}  # no spinner over charts being drawn
 

@@ -1,5 +1,5 @@
 """A run as a shareable report: JSON that identifies the weights and replays to the same tokens
-(the self-contained HTML page is llama_core.report_page).
+(the self-contained HTML page is llama_core.insight.report_page).
 
 A run made on a remote server has no weights here to hash: its report names the server, the model's id there
 and the fingerprint the server reported (`system_fingerprint`, when it sends one), and its replay asks the
@@ -13,12 +13,12 @@ import hashlib
 
 import torch
 
-from .chat import MODEL_TEMPLATE
-from .generation import generate_stream
-from .loading import LoadedModel
+from ..chat import MODEL_TEMPLATE
+from ..generation import generate_stream
+from ..loading import LoadedModel
 from .report_page import Branch, branch_entries, report_html  # noqa: F401 (report_html: its callers import it here)
 from .run_record import RunRecord, sampler_of
-from .sampling import SamplingParams
+from ..sampling import SamplingParams
 
 REPORT_VERSION = 1
 FULL_HASH_LIMIT = 2**31  # bytes: above this, hash a strided sample of each tensor (a 65B model is 130 GB)

@@ -10,17 +10,17 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .chinchilla import (
+from ..chinchilla import (
     ChinchillaPlan,
     InferenceAwarePlan,
     implied_inference_tokens,
     inference_aware_optimum,
     inference_demand_sweep,
 )
-from .label_layout import PlotArea, place_labels
+from ..label_layout import PlotArea, place_labels
 from .lens_figure import logit_lens_figure  # noqa: F401 (its own module now; callers import it here)
 from .pipeline_figure import STAGE_TITLES, pipeline_figure  # noqa: F401 (likewise)
-from .published import PublishedModel, chinchilla_law, chinchilla_loss, chinchilla_tokens_per_param, compute_optimal
+from ..published import PublishedModel, chinchilla_law, chinchilla_loss, chinchilla_tokens_per_param, compute_optimal
 from .run_figures import CHOSEN, probability_colour, visible_piece
 from .scoring import Divergence, TextScore
 

@@ -1,6 +1,6 @@
 """The sampler pipeline at one step: one bar chart per stage over the same candidate tokens.
 
-Colours are the run figures' (llama_core.run_figures): the raw panel in RAW, what a stage keeps in
+Colours are the run figures' (llama_core.insight.run_figures): the raw panel in RAW, what a stage keeps in
 KEPT, the sampled token in CHOSEN, and a candidate a stage removed in grey at its height just before
 the removal, so one sees what was cut and how much it weighed. A button switches every panel to a
 log axis, where the small probabilities the filters act on become visible.
@@ -15,7 +15,7 @@ from plotly.subplots import make_subplots
 
 from .run_figures import CHOSEN, KEPT, RAW, REMOVED
 from .run_record import RunRecord
-from .token_display import chart_label, plain_label
+from ..token_display import chart_label, plain_label
 
 STAGE_TITLES = {"raw": "probabilities of the raw logits", "penalties": "after repetition / presence / frequency "
                 "penalties", "temperature": "after temperature", "top_k": "after top-k", "top_p": "after top-p",

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .generation import StepRecord, StopReason
-from .sampling import SamplingParams
-from .token_display import display_tokens
-from .tokenizer import Tokenizer
+from ..generation import StepRecord, StopReason
+from ..sampling import SamplingParams
+from ..token_display import display_tokens
+from ..tokenizer import Tokenizer
 
 
 def sampler_of(settings: dict, seed: int | None, max_new_tokens: int) -> SamplingParams:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .model import Transformer
+from ..model import Transformer
 
 
 @dataclass(frozen=True)

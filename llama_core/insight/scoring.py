@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import ParameterError
-from .generation import encode_prompt
-from .model import Transformer
-from .tokenizer import Tokenizer
+from ..errors import ParameterError
+from ..generation import encode_prompt
+from ..model import Transformer
+from ..tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from PIL import Image
 from plotly.colors import qualitative, sample_colorscale
 from plotly.subplots import make_subplots
 
-from .token_display import chart_label, html_token, plain_label, positioned_labels
+from ..token_display import chart_label, html_token, plain_label, positioned_labels
 
 MAX_TICKS = 40  # tick labels an axis shows at once (about 25 px each on the map), more as one zooms in
 THUMBNAIL_PIXELS = 192  # a head's image in the grid is at most this many pixels a side (max-pooled)

@@ -46,7 +46,7 @@ LOADER = """<script>
 
 @dataclass(frozen=True)
 class Branch:
-    """A run continued from `fork_step` with `token_id` forced there (llama_core.run_record.RunRecord.branch_prompt)."""
+    """A run continued from `fork_step` with `token_id` forced there (llama_core.insight.run_record.RunRecord.branch_prompt)."""
 
     fork_step: int
     token_id: int
