@@ -21,12 +21,22 @@ def _open(page, tab: str) -> None:
     page.get_by_role("tab", name=tab).click()
 
 
-def _chart_widths(page, selector: str) -> tuple[float, float]:
-    """(the chart's drawn width, its box's width)."""
-    return page.evaluate(f"""(() => {{
+def _chart_widths(page, selector: str, settle_ms: int = 10_000) -> tuple[float, float]:
+    """(the chart's drawn width, its box's width), once the chart fills its box or `settle_ms` have passed: Plotly
+    draws at its default 700 px first and then resizes to its box, and on a loaded machine the charts drawn last
+    (the head overview) may not have resized yet when the first one is there."""
+    widths = f"""(() => {{
         const plot = document.querySelector('{selector} .js-plotly-plot');
-        return [plot.querySelector('.main-svg').getBoundingClientRect().width, plot.getBoundingClientRect().width];
-    }})()""")
+        const svg = plot && plot.querySelector('.main-svg');
+        return svg ? [svg.getBoundingClientRect().width, plot.getBoundingClientRect().width] : [0, 1];
+    }})()"""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(f"(() => {{ const [d, b] = {widths}; return d >= 0.95 * b; }})()", timeout=settle_ms)
+    except PlaywrightTimeout:
+        pass  # measured as it is: the assertion says how wide it stayed
+    return page.evaluate(widths)
 
 
 def _run(page, prompt: str, tokens: int) -> str:
