@@ -28,18 +28,17 @@ from llama_core.insight.insight_figures import (
     scored_text_html,
     surprisal_figure,
 )
-from llama_core.insight.logit_lens import logit_lens
 from llama_core.published import published_models
 from llama_core.insight.run_record import RunRecord
 from llama_core.backends import RemoteError
-from llama_core.insight.scoring import TextScore, compare_on_tokens, score_text
+from llama_core.insight.scoring import TextScore, compare_on_tokens
 from llama_core.templates import apply_template
 from llama_core.token_display import display_tokens
 
 from .registry import ModelRegistry
 from .remote_pair import pair_figure, parting_summary, side_run
 from .scaling_panel import bundled_model_points
-from .zerogpu import gpu_stream
+from .zerogpu import gpu_logit_lens, gpu_score, gpu_stream
 
 MAX_SCORE_CHARS = 20_000  # as the page's prompt box: tokenizing is the expensive part of a huge paste
 
@@ -61,7 +60,7 @@ def _score(registry: ModelRegistry, label: object, text: str) -> TextScore | str
     try:
         if not registry.is_remote(label):
             loaded = _loaded(registry, label)
-            return score_text(loaded.model, loaded.tokenizer, text)
+            return gpu_score(loaded.model, loaded.tokenizer, text)
         remote = registry.remote(label)
         result = remote.score(text)
     except ParameterError as error:
@@ -174,7 +173,7 @@ def make_insight_handlers(registry: ModelRegistry):
             raise gr.Error("Generate first: the logit lens reads the last run's tokens")
         loaded = _loaded(registry, record.model_name)
         ids = record.token_ids[-loaded.args.max_seq_len:]
-        result = logit_lens(loaded.model, ids, loaded.tokenizer.vocab_size)
+        result = gpu_logit_lens(loaded.model, loaded.tokenizer, ids, loaded.tokenizer.vocab_size)
         shown = {int(i): display_tokens(loaded.tokenizer, [int(i)])[0] for i in set(result.top_ids.flat)}
         guesses = [[shown[int(i)] for i in row] for row in result.top_ids]
         return logit_lens_figure(result, display_tokens(loaded.tokenizer, ids), guesses)

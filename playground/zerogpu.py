@@ -32,6 +32,8 @@ import torch
 from llama_core import (
     GenerationError, LoadedModel, SamplingParams, StepRecord, generate_stream, load_checkpoint, parameter_count,
 )
+from llama_core.insight.logit_lens import LogitLens, logit_lens
+from llama_core.insight.scoring import TextScore, score_text
 from llama_core.loading import estimate_checkpoint_bytes
 from llama_core.model import Transformer
 from llama_core.tokenizer import Tokenizer
@@ -135,6 +137,59 @@ def _runner(model: Transformer, tokenizer: Tokenizer) -> Callable[..., Iterator[
     runner = spaces.GPU(duration=duration)(run)
     _RUNNERS[model] = runner
     return runner
+
+
+_CALLERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its GPU-decorated forward passes
+# The views that run a forward pass of their own (Score text, the logit lens): by name, so that only the name and
+# plain arguments cross to the worker.
+_PASSES: dict[str, Callable] = {
+    "score": lambda model, tokenizer, text: score_text(model, tokenizer, text),
+    "lens": lambda model, tokenizer, token_ids, vocab_size: logit_lens(model, token_ids, vocab_size),
+}
+
+
+def gpu_score(model: Transformer, tokenizer: Tokenizer, text: str) -> TextScore:
+    """`score_text(model, tokenizer, text)`, inside `@spaces.GPU` where `gpu_stream` would be."""
+    return _forward_pass(model, tokenizer, "score", text)
+
+
+def gpu_logit_lens(model: Transformer, tokenizer: Tokenizer, token_ids: list[int], vocab_size: int) -> LogitLens:
+    """`logit_lens(model, token_ids, vocab_size)`, inside `@spaces.GPU` where `gpu_stream` would be."""
+    return _forward_pass(model, tokenizer, "lens", token_ids, vocab_size)
+
+
+def _forward_pass(model: Transformer, tokenizer: Tokenizer, name: str, *args):
+    if spaces is None or not on_accelerator(model):
+        return _PASSES[name](model, tokenizer, *args)
+    result = _caller(model, tokenizer)(name, args)
+    if isinstance(result, _Raised):
+        raise result.error
+    return result
+
+
+def _caller(model: Transformer, tokenizer: Tokenizer) -> Callable[[str, tuple], object]:
+    """The model's decorated forward-pass function, made on first use and holding the model weakly (as `_runner`)."""
+    if model in _CALLERS:
+        return _CALLERS[model]
+    model_ref = weakref.ref(model)
+    n_params, bytes_per_weight = parameter_count(model.args), model.tok_embeddings.weight.element_size()
+
+    def forward_pass(name: str, args: tuple) -> object:
+        live = model_ref()
+        if live is None:
+            return _Raised(GenerationError("the model was unloaded before this view ran; choose it again"))
+        try:
+            return _PASSES[name](live, tokenizer, *args)
+        except Exception as error:  # back to the handler, as itself
+            return _Raised(_picklable(error))
+
+    def duration(name: str, args: tuple) -> int:
+        # One pass over the text (a character counts as a token: an upper bound) and nothing generated.
+        return gpu_seconds(n_params, bytes_per_weight, len(args[0]), 0)
+
+    caller = spaces.GPU(duration=duration)(forward_pass)
+    _CALLERS[model] = caller
+    return caller
 
 
 def _picklable(error: Exception) -> Exception:

@@ -17,6 +17,7 @@ import sys
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -240,3 +241,26 @@ def test_the_apps_local_runs_go_through_the_gpu_path(fake_spaces, monkeypatch):
     expected = list(generate_stream(loaded.model, loaded.tokenizer, PROMPT, PARAMS, top_n=5, eos_ids=loaded.eos_ids))
     assert_same_records(got, expected)
     assert [name for name, _ in fake.scheduled] == ["run"]
+
+
+def test_score_text_and_the_logit_lens_run_inside_spaces_gpu_for_weights_on_the_gpu(
+        fake_spaces, tiny_model, tokenizer, monkeypatch):
+    """The two views that run a forward pass of their own take the GPU path too, with the same results."""
+    from llama_core.insight.logit_lens import logit_lens
+    from llama_core.insight.scoring import score_text
+
+    fake, module = fake_spaces
+    expected_score = score_text(tiny_model, tokenizer, PROMPT)
+    ids = tokenizer.encode(PROMPT)
+    expected_lens = logit_lens(tiny_model, ids, tokenizer.vocab_size)
+    monkeypatch.setattr(module, "on_accelerator", lambda model: True)
+    assert module.gpu_score(tiny_model, tokenizer, PROMPT) == expected_score
+    lens = module.gpu_logit_lens(tiny_model, tokenizer, ids, tokenizer.vocab_size)
+    assert all(np.array_equal(getattr(lens, f.name), getattr(expected_lens, f.name))
+               for f in dataclasses.fields(expected_lens))
+    passes = module.gpu_seconds(parameter_count(tiny_model.args), 4, len(PROMPT), 0)
+    assert fake.scheduled == [("forward_pass", passes), ("forward_pass", module.gpu_seconds(
+        parameter_count(tiny_model.args), 4, len(ids), 0))]
+    # A failure in the worker comes back (a ParameterError, which pickle cannot rebuild, as its type and message).
+    with pytest.raises(GenerationError, match="ParameterError"):
+        module.gpu_score(tiny_model, tokenizer, " ")
