@@ -57,8 +57,8 @@ def local_branch(registry: ModelRegistry, record: RunRecord, step_index: int, to
     prompt_ids = record.branch_prompt(step_index, token_id)
     budget = _budget(record, step_index, loaded.args.max_seq_len, len(prompt_ids))
     child = RunRecord.start(record.model_name, loaded.tokenizer, record.prompt, prompt_ids, record.settings)
-    for step in gpu_stream(loaded.model, loaded.tokenizer, prompt_ids,
-                                sampler_of(record.settings, record.seed, budget), eos_ids=loaded.eos_ids):
+    for step in gpu_stream(loaded.model, loaded.tokenizer, prompt_ids, sampler_of(record.settings, record.seed, budget),
+                           eos_ids=loaded.eos_ids):
         child.add(step)
     return child
 

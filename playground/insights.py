@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import gradio as gr
 
 from llama_core import ParameterError, SamplingParams
+from llama_core.backends import RemoteError
 from llama_core.chinchilla import InferenceAwarePlan, inference_aware_optimum, plan
 from llama_core.errors import CheckpointError, TokenizerError
-from llama_core.generation import encode_prompt
 from llama_core.insight.insight_figures import (
     chinchilla_figure,
     divergence_figure,
@@ -28,17 +28,17 @@ from llama_core.insight.insight_figures import (
     scored_text_html,
     surprisal_figure,
 )
-from llama_core.published import published_models
 from llama_core.insight.run_record import RunRecord
-from llama_core.backends import RemoteError
 from llama_core.insight.scoring import TextScore, compare_on_tokens
+from llama_core.published import published_models
 from llama_core.templates import apply_template
 from llama_core.token_display import display_tokens
 
 from .registry import ModelRegistry
 from .remote_pair import pair_figure, parting_summary, side_run
+from .runs import fitted_stream
 from .scaling_panel import bundled_model_points
-from .zerogpu import gpu_logit_lens, gpu_score, gpu_stream
+from .zerogpu import gpu_logit_lens, gpu_score
 
 MAX_SCORE_CHARS = 20_000  # as the page's prompt box: tokenizing is the expensive part of a huge paste
 
@@ -116,11 +116,8 @@ def run_pair(registry: ModelRegistry, labels: tuple[str, str], prompt: str, temp
     for label in labels:
         loaded = _loaded(registry, label)
         try:
-            ids = encode_prompt(loaded.tokenizer, apply_template(template, prompt, ""))
-            budget = min(params.max_new_tokens, loaded.args.max_seq_len - len(ids))
-            steps = list(gpu_stream(loaded.model, loaded.tokenizer, ids,
-                                         SamplingParams(**{**params.__dict__, "max_new_tokens": max(1, budget)}),
-                                         eos_ids=loaded.eos_ids))
+            ids, stream = fitted_stream(loaded, apply_template(template, prompt, ""), params)
+            steps = list(stream)
         except ParameterError as error:
             raise gr.Error(f"{label}: {error}") from None
         runs.append((loaded, ids, steps, _decode_rate(steps)))

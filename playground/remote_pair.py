@@ -16,14 +16,13 @@ import gradio as gr
 from llama_core import ParameterError, SamplingParams
 from llama_core.backends import RemoteError
 from llama_core.errors import CheckpointError, TokenizerError
-from llama_core.generation import encode_prompt
 from llama_core.insight.report_page import confidence_figure
 from llama_core.insight.run_record import RunRecord
 from llama_core.templates import apply_template
 
 from .registry import ModelRegistry
 from .remote_runs import start_record
-from .zerogpu import gpu_stream
+from .runs import fitted_stream
 
 PAIR_TOP_N = 5  # alternatives kept per token: the chart draws p(chosen) only
 
@@ -39,12 +38,8 @@ def side_run(registry: ModelRegistry, label: str, prompt: str, template: str, pa
             stream = remote.generate(text, params, top_n=PAIR_TOP_N)
         else:
             loaded = registry.load(label)
-            ids = encode_prompt(loaded.tokenizer, text)
-            budget = min(params.max_new_tokens, loaded.args.max_seq_len - len(ids))
+            ids, stream = fitted_stream(loaded, text, params, top_n=PAIR_TOP_N)
             record = RunRecord.start(label, loaded.tokenizer, text, ids, settings)
-            stream = gpu_stream(loaded.model, loaded.tokenizer, ids,
-                                     SamplingParams(**{**params.__dict__, "max_new_tokens": max(1, budget)}),
-                                     top_n=PAIR_TOP_N, eos_ids=loaded.eos_ids)
     except (CheckpointError, TokenizerError, ParameterError) as error:
         raise gr.Error(f"{label}: {error}") from None
     try:

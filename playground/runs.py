@@ -3,6 +3,7 @@ under the output and the message a failed run shows."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import traceback
 from collections.abc import Iterator
@@ -10,11 +11,13 @@ from dataclasses import dataclass
 
 import torch
 
-from llama_core import GenerationError, SamplingParams, apply_template
+from llama_core import GenerationError, LoadedModel, SamplingParams, apply_template
 from llama_core.backends import Backend, RemoteError
 from llama_core.chat import chat_prompt, default_chat_template
 from llama_core.generation import StepRecord, encode_prompt
 from llama_core.insight.run_record import RunRecord
+
+from .zerogpu import gpu_stream
 
 # Attention kept for the Attention tab lives in each session's state: 2^24 fp16 elements (32 MiB)
 # hold the bundled 16M model's whole 512-token window; bigger models keep what fits.
@@ -58,6 +61,16 @@ def status_line(record: RunRecord, running: bool) -> str:
     else:
         parts.append(f"stop: **{record.stop_reason.value if record.stop_reason else 'cancelled'}**")
     return " · ".join(p for p in parts if p)
+
+
+def fitted_stream(loaded: LoadedModel, text: str, params: SamplingParams,
+                  **options) -> tuple[list[int], Iterator[StepRecord]]:
+    """`text`'s token ids and a local run on them, its max_new_tokens cut to what the model's context leaves:
+    side by side runs two models on one setting, and the smaller window shortens its own side only."""
+    ids = encode_prompt(loaded.tokenizer, text)
+    budget = min(params.max_new_tokens, loaded.args.max_seq_len - len(ids))
+    fitted = dataclasses.replace(params, max_new_tokens=max(1, budget))
+    return ids, gpu_stream(loaded.model, loaded.tokenizer, ids, fitted, eos_ids=loaded.eos_ids, **options)
 
 
 def build_prompt(tokenizer, values: dict) -> tuple[str, list[int]]:
