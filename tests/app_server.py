@@ -101,6 +101,13 @@ def shared_server(config) -> AppServer:
     return _SHARED["app"]
 
 
+def api_client(url: str, **options):
+    """A gradio_client client of the app at `url`, quiet and offline (no telemetry, files left on the server)."""
+    from gradio_client import Client
+
+    return Client(url, verbose=False, analytics_enabled=False, download_files=False, **options)
+
+
 def fn_index(url: str, api_name: str) -> int:
     """The event index the queue API expects for an endpoint."""
     with urllib.request.urlopen(url + "config", timeout=10) as response:

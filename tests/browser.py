@@ -66,3 +66,15 @@ def plot_labels(page, selector: str, axis: str = "y") -> list[str]:
     names = page.evaluate(f"document.querySelector('{selector} .js-plotly-plot').data[0].{axis}")
     return [html.unescape(re.sub(r"<[^>]+>", "", str(name))) for name in names]
 
+
+def export_run(page, folder):
+    """Export the page's latest run and download both report files into `folder`: (run.json, run.html)."""
+    page.click("#export-run")
+    page.wait_for_selector("#report-files a[download='run.json']", timeout=30_000)
+    saved = []
+    for name in ("run.json", "run.html"):
+        with page.expect_download() as download:
+            page.locator(f"#report-files a[download='{name}']").click()
+        download.value.save_as(folder / name)
+        saved.append(folder / name)
+    return tuple(saved)

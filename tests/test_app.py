@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from app_server import REPO, AppServer
+from app_server import REPO, AppServer, api_client
 from browser import launch, plot_labels, require_chromium
 
 OUTPUT = REPO / "test-output"
@@ -22,9 +22,7 @@ def server():
 
 @pytest.fixture(scope="module")
 def client(server):
-    from gradio_client import Client
-
-    return Client(server.url, verbose=False, analytics_enabled=False, download_files=False)
+    return api_client(server.url)
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +62,7 @@ def test_bad_parameter_is_a_clear_error_and_the_server_keeps_serving(client):
 
 
 def test_a_second_request_waits_in_the_queue_and_completes(client):
-    from gradio_client import Client
-
-    other = Client(client.src, verbose=False, analytics_enabled=False, download_files=False)
+    other = api_client(client.src)
     first = client.submit("In the beginning", max_new_tokens=200, temperature=0, api_name="/generate")
     time.sleep(0.3)
     second = other.submit("The Python interpreter", max_new_tokens=5, temperature=0, api_name="/generate")

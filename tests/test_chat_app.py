@@ -13,7 +13,7 @@ from test_app import OUTPUT, browser  # noqa: F401 (fixture)
 from tokenizer_fixtures import LLAMA2_TEMPLATE, write_llama2_sentencepiece
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from app_server import AppServer
+from app_server import AppServer, api_client
 from browser import plot_labels
 from playground.chat_handlers import conversation, make_chat_handlers, without_last_reply
 from playground.handlers import RUN_PANELS, make_handlers
@@ -52,9 +52,7 @@ def server(chat_model):
 
 @pytest.fixture(scope="module")
 def client(server):
-    from gradio_client import Client
-
-    client = Client(server.url, verbose=False, analytics_enabled=False, download_files=False)
+    client = api_client(server.url)
     yield client
     client.close()
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from app_server import api_client
+from browser import export_run
 from test_app import OUTPUT, _generate_in_page, _wait_finished, browser, server  # noqa: F401 (fixtures)
 
 
@@ -36,19 +38,10 @@ def test_browser_pipeline_branch_and_run_report(server, browser, tmp_path):
     assert branch_text and main_text.startswith(branch_text[: len(main_text) // 2])
     assert "branch 1: step 3" in page.locator("#branches input").input_value()
 
-    page.click("#export-run")
-    page.wait_for_selector("#report-files a[download='run.json']", timeout=30_000)
-    with page.expect_download() as download:
-        page.locator("#report-files a[download='run.json']").click()
-    report_path = tmp_path / "run.json"
-    download.value.save_as(report_path)
+    report_path, page_path = export_run(page, tmp_path)
     report = json.loads(report_path.read_text())
     assert report["model_identity"]["weights"].startswith("sha256:") and len(report["tokens"]) == 16
     # The HTML report opens offline: plotly.js inflates from the page itself and draws its figures.
-    with page.expect_download() as download:
-        page.locator("#report-files a[download='run.html']").click()
-    page_path = tmp_path / "run.html"
-    download.value.save_as(page_path)
     assert page_path.stat().st_size <= 5_000_000
     offline = browser.new_page()
     offline.goto(page_path.as_uri())
@@ -111,9 +104,7 @@ def test_browser_side_by_side_score_text_and_chinchilla_calculator(server, brows
 
 
 def test_score_and_chinchilla_endpoints(server):
-    from gradio_client import Client
-
-    client = Client(server.url, verbose=False, analytics_enabled=False, download_files=False)
+    client = api_client(server.url)
     scored = client.predict("In the beginning God created the heaven and the earth.", api_name="/score")
     assert scored["perplexity"] > 1 and len(scored["tokens"]) >= 10
     assert all(0 < t["prob"] <= 1 and len(t["top"]) == 5 for t in scored["tokens"])

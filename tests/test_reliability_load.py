@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import psutil
 import pytest
 
-from app_server import FAST_MODEL, SHARED_QUEUE_SIZE, shared_server
+from app_server import FAST_MODEL, SHARED_QUEUE_SIZE, api_client, shared_server
 
 QUEUE_SIZE = SHARED_QUEUE_SIZE
 SLOW_MODEL = "playground-16m (bundled)"
@@ -22,9 +22,7 @@ def server(request):
 
 
 def connect(server):
-    from gradio_client import Client
-
-    return Client(server.url, verbose=False, analytics_enabled=False, download_files=False)
+    return api_client(server.url)
 
 
 @pytest.fixture(scope="module")

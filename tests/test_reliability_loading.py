@@ -19,7 +19,7 @@ import psutil
 import pytest
 import torch
 
-from app_server import FAST_MODEL, REPO, AppServer, raw_join, rejected_fields
+from app_server import FAST_MODEL, REPO, AppServer, api_client, raw_join, rejected_fields
 from browser import launch, require_chromium
 from checkpoint_fixtures import (  # noqa: F401 (pytest fixtures)
     copy_checkpoint,
@@ -111,9 +111,7 @@ def server(bad_models):
 
 @pytest.fixture(scope="module")
 def client(server):
-    from gradio_client import Client
-
-    return Client(server.url, verbose=False, analytics_enabled=False, download_files=False)
+    return api_client(server.url)
 
 
 def run_cli(*args: str, capsys) -> tuple[int, str]:

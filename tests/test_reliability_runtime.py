@@ -15,7 +15,7 @@ import psutil
 import pytest
 import torch
 
-from app_server import FAST_MODEL, InProcessApp, raw_join, raw_messages
+from app_server import FAST_MODEL, InProcessApp, api_client, raw_join, raw_messages
 from browser import launch, require_chromium
 
 STREAM_FIELDS = dict(model_label=FAST_MODEL, prompt="In the beginning", template="plain", system="",
@@ -72,9 +72,7 @@ def app():
 
 @pytest.fixture(scope="module")
 def client(app):
-    from gradio_client import Client
-
-    client = Client(app.url, verbose=False, analytics_enabled=False, download_files=False)
+    client = api_client(app.url)
     yield client
     client.close()
 
@@ -207,10 +205,8 @@ def test_C3_an_error_mid_stream_keeps_the_partial_text_beside_a_visible_error(cl
 
 
 def test_C4_stop_ends_the_run_within_a_step_and_the_next_job_starts(app, client, probe):
-    from gradio_client import Client
-
     orphans = orphan_ids(app)
-    other = Client(app.url, verbose=False, analytics_enabled=False, download_files=False)
+    other = api_client(app.url)
     running = client.submit(**{**STREAM_FIELDS, "max_new_tokens": 500, "temperature": 1.0}, api_name="/stream")
     assert wait_until(lambda: probe.calls >= 10)
     waiting = other.submit(prompt="The Python interpreter", model=FAST_MODEL, max_new_tokens=5, api_name="/generate")

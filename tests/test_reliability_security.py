@@ -16,7 +16,7 @@ import gradio as gr
 import pytest
 import torch
 
-from app_server import FAST_MODEL, REPO, AppServer
+from app_server import FAST_MODEL, REPO, AppServer, api_client
 
 OUTPUT = REPO / "test-output"
 AUTH = ("tester", "correct horse battery")
@@ -47,10 +47,7 @@ def new_key() -> str:
 
 def connect(server, key: str | None = None):
     """A gradio_client client that logged in, counted as its own address by the rate limiter."""
-    from gradio_client import Client
-
-    return Client(server.url, auth=AUTH, verbose=False, analytics_enabled=False, download_files=False,
-                  headers={"X-Forwarded-For": key or new_key()})
+    return api_client(server.url, auth=AUTH, headers={"X-Forwarded-For": key or new_key()})
 
 
 def login_cookie(server, key: str | None = None) -> str:

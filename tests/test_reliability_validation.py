@@ -11,7 +11,7 @@ import time
 import psutil
 import pytest
 
-from app_server import FAST_MODEL, REPO, raw_join, raw_run, rejected_fields, shared_server
+from app_server import FAST_MODEL, REPO, api_client, raw_join, raw_run, rejected_fields, shared_server
 from llama_core.tokenizer import Tokenizer
 from playground.controls import SLIDERS
 
@@ -30,9 +30,7 @@ def server(request):
 
 @pytest.fixture(scope="module")
 def client(server):
-    from gradio_client import Client
-
-    client = Client(server.url, verbose=False, analytics_enabled=False, download_files=False)
+    client = api_client(server.url)
     client.predict(FAST_MODEL, 96, api_name="/load_model")  # known context from here on: all checks run pre-queue
     return client
 

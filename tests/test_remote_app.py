@@ -19,7 +19,7 @@ import urllib.request
 import httpx
 import pytest
 
-from app_server import OUTPUT, AppServer, raw_run
+from app_server import OUTPUT, AppServer, api_client, raw_run
 from fault_proxy import FaultProxy
 from llama_core.backends.remote_client import sampling_fields
 from llama_core.sampling import SamplingParams
@@ -78,9 +78,7 @@ def app(backends, long_server):
 
 @pytest.fixture(scope="module")
 def client(app):
-    from gradio_client import Client
-
-    client = Client(app.url, verbose=False, analytics_enabled=False, download_files=False)
+    client = api_client(app.url)
     yield client
     client.close()
 

@@ -11,9 +11,9 @@ import secrets
 import pytest
 
 from app_server import OUTPUT, AppServer
-from browser import launch, require_chromium
+from browser import export_run, require_chromium
 from remote_server import remote_gguf, shared_llama_server  # noqa: F401 (fixtures)
-from test_app import _generate_in_page, _wait_finished
+from test_app import _generate_in_page, _wait_finished, browser  # noqa: F401 (fixture)
 
 KEY_ENV = "PLAYGROUND_TEST_REMOTE_KEY"
 KEY = "sk-test-" + secrets.token_hex(16)
@@ -30,17 +30,6 @@ def remote_app(request, remote_gguf, tmp_path_factory):
                     env={KEY_ENV: KEY}).wait_ready()
     yield app, server, f"playground-1m (remote: {server.url.removeprefix('http://')})"
     app.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    require_chromium()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = launch(playwright)
-        yield browser
-        browser.close()
 
 
 def _choose(page, label: str, menu: str = "Model size") -> None:
@@ -81,21 +70,12 @@ def test_browser_remote_model_generate_probabilities_branch_and_report(remote_ap
     assert branch_text and output.startswith(branch_text[: len(output) // 3])
     assert "branch 1: step 3" in page.locator("#branches input").input_value()
 
-    page.click("#export-run")
-    page.wait_for_selector("#report-files a[download='run.json']", timeout=30_000)
-    with page.expect_download() as download:
-        page.locator("#report-files a[download='run.json']").click()
-    report_path = tmp_path / "run.json"
-    download.value.save_as(report_path)
+    report_path, html_path = export_run(page, tmp_path)
     report = json.loads(report_path.read_text())
     identity = report["model_identity"]
     assert identity["kind"] == "remote" and identity["server"] == server.url and identity["model"] == "playground-1m"
     assert "weights" not in identity and "fingerprint" in identity and len(report["tokens"]) == 16
     assert report["branches"] and report["branches"][0]["fork_step"] == 3
-    with page.expect_download() as download:
-        page.locator("#report-files a[download='run.html']").click()
-    html_path = tmp_path / "run.html"
-    download.value.save_as(html_path)
     html = html_path.read_text()
     assert f"served by {server.url}" in html and "attention needs a local model" in html
     assert KEY not in html and KEY not in report_path.read_text()

@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from app_server import api_client
 from test_app import OUTPUT, browser, server  # noqa: F401 (fixtures)
 
 
@@ -64,11 +65,9 @@ def test_browser_inference_aware_calculator_moves_the_optimum_and_places_llama(s
 
 
 def test_chinchilla_endpoint_answers_the_inference_aware_optimum(server):
-    from gradio_client import Client
-
     from llama_core.chinchilla import implied_inference_tokens
 
-    client = Client(server.url, verbose=False, analytics_enabled=False, download_files=False)
+    client = api_client(server.url)
     demand = implied_inference_tokens(6.7e9, 1e12)  # the lifetime demand for which LLaMA-7B is the optimum
     law = client.predict(6.7e9, 1e12, 0, demand, api_name="/chinchilla")
     best = law["inference_aware"]
