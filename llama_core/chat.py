@@ -186,6 +186,14 @@ def check_messages(messages: object, max_chars: int = MAX_PROMPT_CHARS,
     return clean
 
 
+def with_system_prompt(messages: list[dict[str, str]], system: str) -> list[dict[str, str]]:
+    """The conversation with `system` as its first message, unless it opens with one already or `system` is blank
+    (the system prompt box applies to a conversation that has none of its own)."""
+    if system.strip() and messages and messages[0]["role"] != "system":
+        return [{"role": "system", "content": system}, *messages]
+    return list(messages)
+
+
 def render_chat(messages: list[dict[str, str]], template: str, *, bos_token: str | None = None,
                 eos_token: str | None = None, add_generation_prompt: bool = True,
                 source: str = "chat template", **extra) -> str:

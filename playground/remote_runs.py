@@ -12,7 +12,7 @@ server, the model and the top-n the numbers were read from.
 from __future__ import annotations
 
 from llama_core.backends import RemoteModel
-from llama_core.chat import BUILTIN_CHAT_TEMPLATES, MODEL_TEMPLATE, render_chat
+from llama_core.chat import BUILTIN_CHAT_TEMPLATES, MODEL_TEMPLATE, render_chat, with_system_prompt
 from llama_core.insight.run_figures import token_html
 from llama_core.insight.run_record import RunRecord
 from llama_core.insight.run_report import server_chat_messages
@@ -39,9 +39,7 @@ def remote_prompt(values: dict) -> tuple[str, list[dict] | None]:
         return apply_template(values["template"], values["prompt"], values["system"]), None
     if messages := server_chat_messages(values):
         return conversation_text(messages), messages
-    messages = values["messages"]
-    if values.get("system", "").strip() and messages[0]["role"] != "system":
-        messages = [{"role": "system", "content": values["system"]}, *messages]
+    messages = with_system_prompt(values["messages"], values.get("system", ""))
     name = values["chat_template"]
     return render_chat(messages, BUILTIN_CHAT_TEMPLATES[name], bos_token="", eos_token="",
                        source=f"built-in template {name!r}"), None

@@ -13,7 +13,7 @@ import torch
 
 from llama_core import GenerationError, LoadedModel, SamplingParams, apply_template
 from llama_core.backends import Backend, RemoteError
-from llama_core.chat import chat_prompt, default_chat_template
+from llama_core.chat import chat_prompt, default_chat_template, with_system_prompt
 from llama_core.generation import StepRecord, encode_prompt
 from llama_core.insight.run_record import RunRecord
 
@@ -76,9 +76,7 @@ def fitted_stream(loaded: LoadedModel, text: str, params: SamplingParams,
 def build_prompt(tokenizer, values: dict) -> tuple[str, list[int]]:
     """The prompt text and its token ids of a checked request: a chat or a single prompt."""
     if "messages" in values:
-        messages = values["messages"]
-        if values.get("system", "").strip() and messages[0]["role"] != "system":
-            messages = [{"role": "system", "content": values["system"]}, *messages]
+        messages = with_system_prompt(values["messages"], values.get("system", ""))
         return chat_prompt(tokenizer, messages, values["chat_template"] or default_chat_template(tokenizer))
     full_prompt = apply_template(values["template"], values["prompt"], values["system"])
     return full_prompt, encode_prompt(tokenizer, full_prompt)

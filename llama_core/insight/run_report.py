@@ -13,7 +13,7 @@ import hashlib
 
 import torch
 
-from ..chat import MODEL_TEMPLATE
+from ..chat import MODEL_TEMPLATE, with_system_prompt
 from ..generation import generate_stream
 from ..loading import LoadedModel
 from .report_page import Branch, branch_entries, report_html  # noqa: F401 (report_html: its callers import it here)
@@ -70,11 +70,7 @@ def server_chat_messages(settings: dict) -> list[dict] | None:
     where the prompt goes as text: a single prompt, or a conversation a built-in template rendered here."""
     if "messages" not in settings or settings.get("chat_template", "") not in ("", MODEL_TEMPLATE):
         return None
-    messages = [dict(m) for m in settings["messages"]]
-    system = settings.get("system") or ""
-    if system.strip() and messages and messages[0]["role"] != "system":
-        messages.insert(0, {"role": "system", "content": system})
-    return messages
+    return with_system_prompt([dict(m) for m in settings["messages"]], settings.get("system") or "")
 
 
 def _first_difference(expected: list, produced: list) -> int | None:
