@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from ..generation import DEFAULT_ATTENTION_BUDGET, StepRecord
-from ..sampling import SamplingParams
 from ..insight.scoring import TextScore
+from ..sampling import SamplingParams
 from ..tokenizer import Tokenizer
 
 

@@ -19,8 +19,8 @@ from collections.abc import Iterator
 from ..chat import check_messages
 from ..errors import ParameterError
 from ..generation import DEFAULT_ATTENTION_BUDGET, MAX_PROMPT_CHARS, StepRecord
-from ..sampling import SamplingParams
 from ..insight.scoring import ScoredToken, TextScore
+from ..sampling import SamplingParams
 from .base import Capabilities
 from .piece_vocabulary import PieceVocabulary
 from .remote_client import RemoteModelInfo, RemoteServer

@@ -14,8 +14,8 @@ import html
 import numpy as np
 import plotly.graph_objects as go
 
-from .logit_lens import LogitLens
 from ..token_display import chart_label, plain_label, positioned_labels
+from .logit_lens import LogitLens
 
 WINDOW = 40  # positions shown when the figure opens: about what 1200 px hold with a word in each cell
 HIT = "#d62728"

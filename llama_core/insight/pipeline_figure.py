@@ -13,9 +13,9 @@ import math
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ..token_display import chart_label, plain_label
 from .run_figures import CHOSEN, KEPT, RAW, REMOVED
 from .run_record import RunRecord
-from ..token_display import chart_label, plain_label
 
 STAGE_TITLES = {"raw": "probabilities of the raw logits", "penalties": "after repetition / presence / frequency "
                 "penalties", "temperature": "after temperature", "top_k": "after top-k", "top_p": "after top-p",

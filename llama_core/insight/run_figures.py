@@ -13,10 +13,10 @@ import html
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .attention_figures import attention_figure, heads_figure  # noqa: F401 (their old home; callers import here)
 from ..generation import StepRecord
-from .run_record import RunRecord
 from ..token_display import chart_label, html_token, plain_label
+from .attention_figures import attention_figure, heads_figure  # noqa: F401 (their old home; callers import here)
+from .run_record import RunRecord
 
 CHOSEN, KEPT, REMOVED, RAW = "#d62728", "#1f77b4", "#c7c7c7", "#9ecae1"
 TOKEN_VIEW_STYLE = "white-space:pre-wrap;line-height:1.9;font-family:ui-monospace,monospace"

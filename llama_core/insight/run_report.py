@@ -16,9 +16,9 @@ import torch
 from ..chat import MODEL_TEMPLATE, with_system_prompt
 from ..generation import generate_stream
 from ..loading import LoadedModel
+from ..sampling import SamplingParams
 from .report_page import Branch, branch_entries, report_html  # noqa: F401 (report_html: its callers import it here)
 from .run_record import RunRecord, sampler_of
-from ..sampling import SamplingParams
 
 REPORT_VERSION = 1
 FULL_HASH_LIMIT = 2**31  # bytes: above this, hash a strided sample of each tensor (a 65B model is 130 GB)
